@@ -1,0 +1,1 @@
+"""The built-in backends; each registers itself through the ``statestore`` entry points."""

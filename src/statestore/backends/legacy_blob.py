@@ -1,0 +1,332 @@
+"""Legacy-blob backend: the old layout, one JSON document per save in
+``memory_chunks.content``, the newest row read back.
+
+URL: a ``sqlite:///file.db`` or a ``postgresql://`` URL (same drivers, options and
+migrations as the ``sqlite`` and ``postgres`` backends).
+
+It exists to read, compare and copy existing data without loss, and as the baseline
+the benchmarks beat. Every write parses the newest document, applies the change in
+Python and inserts a whole new document (O(history) per write, and every snapshot
+stays on disk); loads parse the whole document and filter in Python, giving the same
+answers as the normalized backends. Differences that the old layout forces: versions
+count the stored snapshots; context item ids are positions in the document, so they
+shift after a removal.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from ..core import jsoncodec
+from ..core.backend import ConversationInfo, SaveResult
+from ..core.changes import WritePlan, after_save, apply_plan, plan_patch, plan_save
+from ..core.config import backend_for_url
+from ..core.errors import (
+    ConversationNotFound,
+    CorruptState,
+    ValidationError,
+    VersionConflict,
+)
+from ..core.hookspecs import BackendSpec, hookimpl
+from ..core.model import AgentState, Snapshot
+from ..core.observe import Observer
+from ..core.query import LoadOptions, StatePatch
+from ..core.validation import check_int, check_optional_id
+from .sql.database import Database, Tx
+from .sql.normalized import check_call
+
+__all__ = ["LegacyBlobBackend"]
+
+_DEFAULT_OPTIONS = LoadOptions()
+
+# The newest document of a conversation, its snapshot count and first save time.
+_NEWEST = (
+    "SELECT c.user_id, c.content, c.created_at, "
+    "(SELECT count(*) FROM memory_chunks WHERE conversation_id = $1), "
+    "(SELECT created_at FROM memory_chunks WHERE conversation_id = $1 ORDER BY id LIMIT 1) "
+    "FROM memory_chunks c "
+    "WHERE c.id = (SELECT max(id) FROM memory_chunks WHERE conversation_id = $1)"
+)
+_OWNED = " AND (c.user_id IS NULL OR c.user_id = $2)"
+_INSERT = (
+    "INSERT INTO memory_chunks (user_id, conversation_id, content, created_at) "
+    "VALUES ($1, $2, $3, $4)"
+)
+
+
+def open_database(url: str, **options: Any) -> Database:
+    """The SQLite or PostgreSQL adapter for ``url``."""
+    if backend_for_url(url) == "postgres":
+        from .postgres import PostgresDatabase
+
+        return PostgresDatabase(url, **options)
+    from .sqlite import SqliteDatabase
+
+    return SqliteDatabase(url, **options)
+
+
+def parse_document(conversation_id: str, content: str) -> AgentState:
+    """A stored document as a whole state; CorruptState if it is not one."""
+    try:
+        return AgentState.from_dict(jsoncodec.loads(content))
+    except (ValueError, TypeError) as exc:  # orjson's JSONDecodeError and ValidationError
+        raise CorruptState(conversation_id, str(exc)) from exc
+
+
+class LegacyBlobBackend:
+    """The one-JSON-document-per-save layout (see the module docstring)."""
+
+    name: ClassVar[str] = "legacy-blob"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool | None = None,
+        observer: Observer | None = None,
+        **options: Any,
+    ) -> None:
+        self._db = open_database(url, **options)
+        self._migrate = migrate
+        self._observer = observer or Observer(self.name)
+
+    def __repr__(self) -> str:
+        return f"<LegacyBlobBackend {self._db.url}>"
+
+    async def __aenter__(self) -> Self:
+        await self._db.connect(self._migrate)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _newest(
+        self, tx: Tx, conversation_id: str, user_id: str | None
+    ) -> tuple[str | None, AgentState, datetime, int, datetime] | None:
+        """(owner, whole state, updated_at, version, created_at) or None."""
+        sql, args = _NEWEST, [conversation_id]
+        if user_id is not None:
+            sql, args = sql + _OWNED, [conversation_id, user_id]
+        row = await tx.fetchrow(sql, *args)
+        if row is None:
+            return None
+        owner, content, updated_at, count, first_at = row
+        state = parse_document(conversation_id, content)
+        return owner, state, self._db.ts_out(updated_at), count, self._db.ts_out(first_at)
+
+    async def load_state(
+        self,
+        conversation_id: str,
+        options: LoadOptions = _DEFAULT_OPTIONS,
+        *,
+        user_id: str | None = None,
+    ) -> AgentState:
+        started = time.perf_counter()
+        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+        if not isinstance(options, LoadOptions):
+            raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
+        async with self._db.reader() as tx:
+            newest = await self._newest(tx, conversation_id, user_id)
+        if newest is None:
+            raise ConversationNotFound(conversation_id)
+        owner, whole, updated_at, version, created_at = newest
+        total = len(whole.conversation_history)
+        messages = options.select_messages(whole.conversation_history)
+        items = options.select_context(whole.memory_context, whole.focus_areas)
+        state = AgentState(
+            user_input=whole.user_input,
+            focus_areas=whole.focus_areas,
+            step_count=whole.step_count,
+            last_tool_result=whole.last_tool_result,
+            conversation_history=messages,
+            memory_context=items,
+            metadata=whole.metadata,
+            conversation_id=conversation_id,
+            user_id=owner,
+            version=version,
+            created_at=created_at,
+            updated_at=updated_at,
+            history_start=messages[0].seq if messages and messages[0].seq is not None else total,
+            history_total=total,
+        )
+        state._snapshot = Snapshot(
+            conversation_id=conversation_id,
+            messages=tuple(messages),
+            contiguous_tail=not options.filters_messages,
+            items={c.item_id: c for c in items if c.item_id is not None},
+            metadata_json={k: jsoncodec.dumps(v) for k, v in whole.metadata.items()},
+        )
+        self._observer.done("load_state", conversation_id, started, 1)
+        return state
+
+    async def save_state(
+        self,
+        conversation_id: str,
+        state: AgentState,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> SaveResult:
+        started = time.perf_counter()
+        conversation_id, user_id, expected_version = check_call(
+            conversation_id, user_id, expected_version
+        )
+        plan = plan_save(state, conversation_id)
+        new, owner, version, created_at, now = await self._write(
+            conversation_id, plan, user_id, expected_version
+        )
+        n_new = len(plan.append_messages)
+        after_save(
+            state,
+            conversation_id,
+            plan,
+            first_seq=len(new.conversation_history) - n_new,
+            first_item_id=len(new.memory_context) - len(plan.add_items),
+            version=version,
+            message_count=len(new.conversation_history),
+            user_id=owner,
+            created_at=created_at,
+            updated_at=now,
+        )
+        self._observer.done("save_state", conversation_id, started, 1)
+        return SaveResult(conversation_id, version, len(new.conversation_history), now)
+
+    async def update_state(
+        self,
+        conversation_id: str,
+        patch: StatePatch,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> SaveResult:
+        started = time.perf_counter()
+        conversation_id, user_id, expected_version = check_call(
+            conversation_id, user_id, expected_version
+        )
+        plan = plan_patch(patch)
+        new, _, version, _, now = await self._write(
+            conversation_id, plan, user_id, expected_version
+        )
+        self._observer.done("update_state", conversation_id, started, 1)
+        return SaveResult(conversation_id, version, len(new.conversation_history), now)
+
+    async def _write(
+        self,
+        conversation_id: str,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+    ) -> tuple[AgentState, str | None, int, datetime, datetime]:
+        db = self._db
+        now = datetime.now(UTC)
+        async with db.transaction() as tx:
+            if db.engine == "postgresql":
+                # Serialise writers of one conversation: read-modify-write of a document.
+                await tx.fetchrow("SELECT pg_advisory_xact_lock(hashtext($1))", conversation_id)
+            newest = await self._newest(tx, conversation_id, None)
+            if newest is None:
+                if not plan.replace or expected_version not in (None, 0):
+                    raise ConversationNotFound(conversation_id)
+                stored, owner, version, created_at = None, user_id, 0, now
+            else:
+                owner, stored, _, version, created_at = newest
+                if owner is not None and user_id is not None and owner != user_id:
+                    raise ConversationNotFound(conversation_id)
+                if expected_version is not None and expected_version != version:
+                    raise VersionConflict(conversation_id, expected_version, version)
+            new = apply_plan(stored, plan, first_item_id=0)
+            # Item ids are positions in the document.
+            new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]
+            await tx.execute(
+                _INSERT, owner, conversation_id, jsoncodec.dumps(new.to_dict()), db.ts(now)
+            )
+        return new, owner, version + 1, created_at, now
+
+    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
+        started = time.perf_counter()
+        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+        sql = "DELETE FROM memory_chunks WHERE conversation_id = $1"
+        args: list[Any] = [conversation_id]
+        if user_id is not None:
+            sql += (
+                " AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.id = "
+                "(SELECT max(id) FROM memory_chunks WHERE conversation_id = $1) "
+                "AND c.user_id IS NOT NULL AND c.user_id <> $2)"
+            )
+            args.append(user_id)
+        async with self._db.transaction() as tx:
+            deleted = await tx.execute(sql, *args)
+        self._observer.done("delete_state", conversation_id, started, deleted)
+        return deleted > 0
+
+    async def list_conversations(
+        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[ConversationInfo]:
+        started = time.perf_counter()
+        user_id = check_optional_id(user_id, "user_id")
+        check_int(limit, "limit", minimum=1)
+        after = check_optional_id(after, "after")
+        args: list[Any] = []
+        inner_where = ""
+        if after is not None:
+            args.append(after)
+            inner_where = f" WHERE conversation_id > ${len(args)}"
+        outer_where = ""
+        if user_id is not None:
+            args.append(user_id)
+            outer_where = f" WHERE c.user_id = ${len(args)}"
+        args.append(limit)
+        sql = (
+            "SELECT c.conversation_id, c.user_id, c.content, c.created_at, agg.n, agg.first_at "
+            "FROM (SELECT conversation_id, max(id) AS last_id, count(*) AS n, "
+            "min(created_at) AS first_at FROM memory_chunks"  # placeholders only
+            f"{inner_where} GROUP BY conversation_id) agg "
+            f"JOIN memory_chunks c ON c.id = agg.last_id{outer_where} "
+            f"ORDER BY c.conversation_id LIMIT ${len(args)}"
+        )
+        async with self._db.reader() as tx:
+            rows = await tx.fetch(sql, *args)
+        ts_out = self._db.ts_out
+        result = []
+        for cid, owner, content, updated_at, count, first_at in rows:
+            try:
+                message_count = len(jsoncodec.loads(content).get("conversation_history", []))
+            except (ValueError, AttributeError, TypeError):
+                message_count = 0  # corrupt: listed, and load_state says why
+            result.append(
+                ConversationInfo(
+                    cid, owner, count, message_count, ts_out(first_at), ts_out(updated_at)
+                )
+            )
+        self._observer.done("list_conversations", None, started, len(result))
+        return result
+
+
+def _factory(url: str | None, *, registry: object = None, **options: Any) -> LegacyBlobBackend:
+    from ..core.config import DEFAULT_SQLITE_URL
+
+    return LegacyBlobBackend(url or DEFAULT_SQLITE_URL, **options)
+
+
+@hookimpl
+def statestore_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="legacy-blob",
+            factory=_factory,
+            description="the old layout: one JSON document per save in memory_chunks "
+            "(SQLite or PostgreSQL URL); for reading, comparing and copying old data",
+            url_schemes=("sqlite", "postgresql"),
+        )
+    ]

@@ -1,0 +1,252 @@
+"""PostgreSQL backend: the normalized layout through asyncpg, for production.
+
+URL: ``postgresql://user:password@host:5432/dbname`` (``postgres://`` and
+``postgresql+asyncpg://`` are accepted too). Needs the ``postgres`` extra:
+``pip install 'statestore[postgres]'``.
+
+JSON columns are JSONB. Statements are prepared once per connection (asyncpg's
+statement cache). Options: ``pool_size`` (default 10 connections), ``pool_timeout``
+(seconds a call waits for a free connection before BackendUnavailable, default 30),
+``command_timeout`` (seconds, default none).
+
+Caveats: the schema is not migrated on open unless ``migrate=True``; an out-of-date
+schema raises SchemaOutOfDate naming the command that fixes it. Run migrations with
+an owner role and the application with a role that has only SELECT, INSERT, UPDATE and
+DELETE on the tables (see the README). A connection that drops is replaced on the next
+call; the call that saw it drop raises BackendUnavailable and changed nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, ClassVar
+
+from ..core.config import mask_url, url_scheme
+from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
+from ..core.hookspecs import BackendSpec, hookimpl
+from ..core.observe import Observer
+from .sql import migrate as migrations
+from .sql.normalized import NormalizedBackend
+
+__all__ = ["PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The DSN asyncpg takes for a ``postgresql://`` URL (driver suffix removed)."""
+    if url_scheme(url) not in ("postgresql", "postgres"):
+        raise ValidationError("url", "needs a postgresql:// URL")
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError:
+        raise BackendUnavailable(
+            "the postgres backend needs asyncpg: pip install 'statestore[postgres]'"
+        ) from None
+    return asyncpg
+
+
+def translate_error(exc: BaseException, url: str) -> StateStoreError | None:
+    """The statestore error for a driver or network error, None if not one."""
+    import asyncpg
+
+    connection_errors = (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.CrashShutdownError,
+    )
+    if isinstance(exc, connection_errors):
+        return BackendUnavailable(
+            f"PostgreSQL at {mask_url(url)} is unavailable: {type(exc).__name__}: {exc}"
+        )
+    if isinstance(exc, asyncpg.PostgresError):
+        return StateStoreError(f"PostgreSQL at {mask_url(url)}: {type(exc).__name__}: {exc}")
+    return None
+
+
+class _PgTx:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        return list(await self._conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = await self._conn.fetchrow(sql, *args)
+        return row
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self._conn.execute(sql, *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+
+class PostgresDatabase:
+    """An asyncpg connection pool."""
+
+    engine = "postgresql"
+    metadata_agg = (
+        "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
+        "WHERE m.conversation_id = s.conversation_id)"
+    )
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        command_timeout: float | None = None,
+    ) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._raw_url = url
+        self.url = mask_url(url)
+        self.pool_size = pool_size
+        self.pool_timeout = pool_timeout
+        self.command_timeout = command_timeout
+        self._pool: Any = None
+
+    async def connect(self, migrate: bool | None) -> None:
+        if self._pool is not None:
+            return
+        asyncpg = _import_asyncpg()
+        if migrate:
+            await migrations.upgrade(self._raw_url)
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.command_timeout,
+            )
+        except Exception as exc:
+            raise (translate_error(exc, self._raw_url) or exc) from exc
+        try:
+            await self._check_revision(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def _check_revision(self, pool: Any) -> None:
+        head = migrations.head_revision()
+        async with pool.acquire() as conn:
+            exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+            current = (
+                await conn.fetchval("SELECT version_num FROM alembic_version") if exists else None
+            )
+        if current != head:
+            raise SchemaOutOfDate(
+                f"{self.url} is at schema revision {current or 'none'}, this statestore needs "
+                f"{head}: run `statestore migrate --backend postgres --url URL` (or open the "
+                "store with migrate=True)"
+            )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StateStoreError("the store is not open: use `async with open_store(...)`")
+        try:
+            async with self._pool.acquire(timeout=self.pool_timeout) as conn:
+                yield conn
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            translated = translate_error(exc, self._raw_url)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        async with self._acquire() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[_PgTx]:
+        async with self._acquire() as conn:
+            yield _PgTx(conn)
+
+    def ts(self, value: datetime) -> datetime:
+        return value
+
+    def ts_out(self, value: Any) -> datetime:
+        assert isinstance(value, datetime)
+        return value
+
+    def any_of(self, param: str) -> str:
+        return f"= ANY({param})"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return list(values)
+
+
+class PostgresBackend(NormalizedBackend):
+    """The normalized layout on PostgreSQL (see the module docstring)."""
+
+    name: ClassVar[str] = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool | None = None,
+        observer: Observer | None = None,
+        pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        command_timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            PostgresDatabase(
+                url,
+                pool_size=pool_size,
+                pool_timeout=pool_timeout,
+                command_timeout=command_timeout,
+            ),
+            migrate=migrate,
+            observer=observer,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresBackend:
+        return cls(url, **options)
+
+
+def _factory(url: str | None, *, registry: object = None, **options: Any) -> PostgresBackend:
+    if url is None:
+        raise ValidationError(
+            "url", "the postgres backend needs a URL (argument or STATESTORE_URL)"
+        )
+    return PostgresBackend(url, **options)
+
+
+@hookimpl
+def statestore_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="postgres",
+            factory=_factory,
+            description="normalized tables in PostgreSQL with JSONB (asyncpg); for production",
+            url_schemes=("postgresql",),
+        )
+    ]

@@ -1,0 +1,70 @@
+"""The small driver interface the SQL backends are written against.
+
+SQL text is written once with PostgreSQL's ``$1`` placeholders; the SQLite adapter
+rewrites them to ``?1`` (its numbered form). Each adapter says how its engine differs:
+timestamps, list parameters, metadata aggregation, bulk inserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+__all__ = ["Database", "Tx"]
+
+Row = Sequence[Any]
+
+
+class Tx(Protocol):
+    """One connection, inside or outside a transaction."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; return the number of rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    """A connected database of one engine."""
+
+    engine: str  # "sqlite" or "postgresql"
+    url: str  # masked: safe to show
+
+    async def connect(self, migrate: bool | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A write transaction: committed on exit, rolled back on any exception."""
+        ...
+
+    def reader(self) -> AbstractAsyncContextManager[Tx]:
+        """A connection for reads (no explicit transaction)."""
+        ...
+
+    def ts(self, value: datetime) -> Any:
+        """A timestamp as this engine's parameter."""
+        ...
+
+    def ts_out(self, value: Any) -> datetime:
+        """A timestamp column value as an aware UTC datetime."""
+        ...
+
+    def any_of(self, param: str) -> str:
+        """SQL testing membership in the list bound to ``param`` (e.g. ``$3``)."""
+        ...
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        """A list as the parameter ``any_of`` expects."""
+        ...
+
+    metadata_agg: str
+    """A scalar subquery giving a conversation's metadata rows as JSON text,
+    ``[[key, "<value JSON text>"], ...]``, or NULL; ``s`` is the conversation row."""

@@ -1,0 +1,88 @@
+"""Running the Alembic migrations (shipped inside the package as
+``statestore/migrations``) against a database URL."""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from ...core.config import mask_url, url_scheme
+from ...core.errors import BackendUnavailable, ValidationError
+
+__all__ = [
+    "alembic_config",
+    "head_revision",
+    "sqlalchemy_url",
+    "upgrade",
+    "downgrade",
+    "upgrade_sql",
+]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The SQLAlchemy async URL for a plain one (the async driver added)."""
+    scheme = url_scheme(url)
+    rest = url.split("://", 1)[1]
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    if scheme == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    raise ValidationError("url", f"no migrations for the scheme {scheme!r}")
+
+
+def alembic_config(url: str | None = None, output: io.StringIO | None = None) -> Config:
+    config = Config(output_buffer=output) if output is not None else Config()
+    config.set_main_option("script_location", "statestore:migrations")
+    if url is not None:
+        # ConfigParser interpolation would read a '%' in a password as a directive.
+        config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def _run(url: str, action: str, revision: str) -> None:
+    config = alembic_config(url)
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+    except (OSError, ConnectionError) as exc:
+        raise BackendUnavailable(f"cannot migrate {mask_url(url)}: {exc}") from exc
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    await _run(url, "upgrade", revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    """Revert migrations down to ``revision`` (``base``: remove every table)."""
+    await _run(url, "downgrade", revision)
+
+
+def upgrade_sql(url: str, revision: str = "head") -> str:
+    """The SQL that ``upgrade`` would run, for a DBA to review and apply."""
+    output = io.StringIO()
+    command.upgrade(alembic_config(url, output), revision, sql=True)
+    return re.sub(r"\n{3,}", "\n\n", output.getvalue())

@@ -1,0 +1,517 @@
+"""The normalized backend: one row per message, context item and metadata key.
+
+A per-turn write costs O(new rows); loads turn ``LoadOptions`` into indexed SQL, with
+nothing filtered after fetching. The SQL is shared by SQLite and PostgreSQL; where the
+engines differ, the ``Database`` adapter says how.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from ...core import jsoncodec
+from ...core.backend import ConversationInfo, SaveResult
+from ...core.changes import WritePlan, after_save, plan_patch, plan_save
+from ...core.errors import (
+    ConversationNotFound,
+    CorruptState,
+    ValidationError,
+    VersionConflict,
+)
+from ...core.model import AgentState, ContextItem, Message, Snapshot
+from ...core.observe import Observer
+from ...core.query import LoadOptions, StatePatch
+from ...core.validation import check_id, check_int, check_optional_id, check_optional_int
+from .database import Database, Tx
+
+__all__ = ["NormalizedBackend", "check_call"]
+
+_DEFAULT_OPTIONS = LoadOptions()
+
+MSG_COLS = "seq, role, content, message_type, tool_name, created_at, metadata"
+ITEM_COLS = "item_id, source, content, relevance_score, context_type, created_at, metadata"
+INSERT_MESSAGE = (
+    "INSERT INTO conversation_messages (conversation_id, seq, role, content, message_type, "
+    "tool_name, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+INSERT_ITEM = (
+    "INSERT INTO memory_context_items (conversation_id, item_id, source, content, "
+    "relevance_score, context_type, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+UPSERT_METADATA = (
+    "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
+    "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
+)
+INSERT_STATE = (
+    "INSERT INTO conversation_states (conversation_id, user_id, user_input, focus_areas, "
+    "step_count, last_tool_result, version, message_count, next_item_id, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9) "
+    "ON CONFLICT (conversation_id) DO NOTHING "
+    "RETURNING version, message_count, next_item_id, user_id, created_at"
+)
+PROBE_STATE = "SELECT version, user_id FROM conversation_states WHERE conversation_id = $1"
+OWNER = " AND (user_id IS NULL OR user_id = {})"
+
+
+def check_call(
+    conversation_id: object, user_id: object, expected_version: object = None
+) -> tuple[str, str | None, int | None]:
+    """Validate the arguments every operation shares."""
+    return (
+        check_id(conversation_id, "conversation_id"),
+        check_optional_id(user_id, "user_id"),
+        check_optional_int(expected_version, "expected_version"),
+    )
+
+
+class _Params:
+    """Numbered placeholders for a statement being built."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = list(values)
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+class NormalizedBackend:
+    """The normalized layout over a ``Database`` adapter (see ``sqlite`` and
+    ``postgres`` for the backends users open)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, db: Database, *, migrate: bool | None, observer: Observer | None) -> None:
+        self._db = db
+        self._migrate = migrate
+        self._observer = observer or Observer(self.name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._db.url}>"
+
+    async def __aenter__(self) -> Self:
+        await self._db.connect(self._migrate)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def save_state(
+        self,
+        conversation_id: str,
+        state: AgentState,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> SaveResult:
+        started = time.perf_counter()
+        conversation_id, user_id, expected_version = check_call(
+            conversation_id, user_id, expected_version
+        )
+        plan = plan_save(state, conversation_id)
+        row, first_seq, first_item = await self._write(
+            conversation_id, plan, user_id, expected_version
+        )
+        version, message_count, _, owner, created_at, updated_at = row
+        after_save(
+            state,
+            conversation_id,
+            plan,
+            first_seq=first_seq,
+            first_item_id=first_item,
+            version=version,
+            message_count=message_count,
+            user_id=owner,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+        self._observer.done("save_state", conversation_id, started, plan.rows)
+        return SaveResult(conversation_id, version, message_count, updated_at)
+
+    async def update_state(
+        self,
+        conversation_id: str,
+        patch: StatePatch,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> SaveResult:
+        started = time.perf_counter()
+        conversation_id, user_id, expected_version = check_call(
+            conversation_id, user_id, expected_version
+        )
+        plan = plan_patch(patch)
+        row, _, _ = await self._write(conversation_id, plan, user_id, expected_version)
+        self._observer.done("update_state", conversation_id, started, plan.rows)
+        return SaveResult(conversation_id, row[0], row[1], row[5])
+
+    async def _write(
+        self,
+        conversation_id: str,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+    ) -> tuple[tuple[Any, ...], int, int]:
+        """Run ``plan`` in one transaction. Returns (version, message_count,
+        next_item_id, owner, created_at, updated_at), the seq of the first appended
+        message and the id of the first added item."""
+        db = self._db
+        now = datetime.now(UTC)
+        n_msgs = len(plan.append_messages)
+        n_items = len(plan.add_items)
+        async with db.transaction() as tx:
+            row = await self._update_state_row(
+                tx, conversation_id, plan, user_id, expected_version, now
+            )
+            created = False
+            if row is None:
+                probe = await tx.fetchrow(PROBE_STATE, conversation_id)
+                if probe is not None:
+                    version, owner = probe
+                    if owner is not None and user_id is not None and owner != user_id:
+                        raise ConversationNotFound(conversation_id)
+                    raise VersionConflict(conversation_id, expected_version or 0, version)
+                if not plan.replace or expected_version not in (None, 0):
+                    raise ConversationNotFound(conversation_id)
+                row = await tx.fetchrow(
+                    INSERT_STATE,
+                    conversation_id,
+                    user_id,
+                    *self._scalar_values(plan),
+                    n_msgs,
+                    n_items,
+                    db.ts(now),
+                )
+                if row is None:  # created by a concurrent writer since our UPDATE
+                    raise VersionConflict(conversation_id, expected_version or 0, 1)
+                created = True
+            version, message_count, next_item_id, owner, created_at = row
+            first_seq = message_count - n_msgs
+            first_item = next_item_id - n_items
+            if plan.replace and not created:
+                for table in ("conversation_messages", "memory_context_items", "memory_metadata"):
+                    await tx.execute(
+                        f"DELETE FROM {table} WHERE conversation_id = $1",
+                        conversation_id,
+                    )
+            elif plan.truncate_from is not None:
+                await tx.execute(
+                    "DELETE FROM conversation_messages WHERE conversation_id = $1 AND seq >= $2",
+                    conversation_id,
+                    plan.truncate_from,
+                )
+            if plan.append_messages:
+                ts = db.ts
+                dumps = jsoncodec.dumps
+                await tx.executemany(
+                    INSERT_MESSAGE,
+                    [
+                        (
+                            conversation_id,
+                            first_seq + i,
+                            m.role,
+                            m.content,
+                            m.message_type,
+                            m.tool_name,
+                            ts(m.timestamp),
+                            dumps(m.metadata) if m.metadata else "{}",
+                        )
+                        for i, m in enumerate(plan.append_messages)
+                    ],
+                )
+            if plan.remove_item_ids:
+                await tx.execute(
+                    "DELETE FROM memory_context_items WHERE conversation_id = $1 "
+                    f"AND item_id {db.any_of('$2')}",  # placeholders only
+                    conversation_id,
+                    db.list_param(plan.remove_item_ids),
+                )
+            if plan.add_items:
+                await tx.executemany(
+                    INSERT_ITEM,
+                    [
+                        (
+                            conversation_id,
+                            first_item + i,
+                            c.source,
+                            c.content,
+                            c.relevance_score,
+                            c.context_type,
+                            db.ts(c.timestamp),
+                            jsoncodec.dumps(c.metadata),
+                        )
+                        for i, c in enumerate(plan.add_items)
+                    ],
+                )
+            if plan.delete_metadata:
+                await tx.execute(
+                    "DELETE FROM memory_metadata WHERE conversation_id = $1 "
+                    f"AND key {db.any_of('$2')}",  # placeholders only
+                    conversation_id,
+                    db.list_param(plan.delete_metadata),
+                )
+            if plan.set_metadata:
+                await tx.executemany(
+                    UPSERT_METADATA,
+                    [(conversation_id, key, value) for key, value in plan.set_metadata.items()],
+                )
+        return (
+            (version, message_count, next_item_id, owner, db.ts_out(created_at), now),
+            first_seq,
+            first_item,
+        )
+
+    def _scalar_values(self, plan: WritePlan) -> list[Any]:
+        s = plan.scalars
+        return [
+            s["user_input"],
+            jsoncodec.dumps(s["focus_areas"]),
+            s["step_count"],
+            jsoncodec.dumps(s["last_tool_result"]),
+        ]
+
+    async def _update_state_row(
+        self,
+        tx: Tx,
+        conversation_id: str,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+        now: datetime,
+    ) -> Sequence[Any] | None:
+        p = _Params(conversation_id)
+        sets = [f"updated_at = {p.add(self._db.ts(now))}", "version = version + 1"]
+        n_msgs = len(plan.append_messages)
+        if plan.replace:
+            sets.append(f"message_count = {p.add(n_msgs)}")
+        elif plan.truncate_from is not None:
+            sets.append(f"message_count = {p.add(plan.truncate_from + n_msgs)}")
+        elif n_msgs:
+            sets.append(f"message_count = message_count + {p.add(n_msgs)}")
+        if plan.add_items:
+            sets.append(f"next_item_id = next_item_id + {p.add(len(plan.add_items))}")
+        for name, value in plan.scalars.items():
+            if name in ("focus_areas", "last_tool_result"):
+                value = jsoncodec.dumps(value)
+            sets.append(f"{name} = {p.add(value)}")
+        sql = f"UPDATE conversation_states SET {', '.join(sets)} WHERE conversation_id = $1"
+        if user_id is not None:
+            sql += OWNER.format(p.add(user_id))
+        if expected_version is not None:
+            sql += f" AND version = {p.add(expected_version)}"
+        sql += " RETURNING version, message_count, next_item_id, user_id, created_at"
+        return await tx.fetchrow(sql, *p.values)
+
+    def _in(self, p: _Params, values: Any) -> str:
+        """SQL testing membership in ``values``, bound as one parameter."""
+        return self._db.any_of(p.add(self._db.list_param(sorted(values))))
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def load_state(
+        self,
+        conversation_id: str,
+        options: LoadOptions = _DEFAULT_OPTIONS,
+        *,
+        user_id: str | None = None,
+    ) -> AgentState:
+        started = time.perf_counter()
+        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+        if not isinstance(options, LoadOptions):
+            raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
+        db = self._db
+        async with db.reader() as tx:
+            p = _Params(conversation_id)
+            sql = (
+                "SELECT user_id, user_input, focus_areas, step_count, last_tool_result, "
+                f"version, message_count, created_at, updated_at, {db.metadata_agg} "
+                "FROM conversation_states s WHERE conversation_id = $1"
+            )
+            if user_id is not None:
+                sql += OWNER.format(p.add(user_id))
+            row = await tx.fetchrow(sql, *p.values)
+            if row is None:
+                raise ConversationNotFound(conversation_id)
+            try:
+                focus_areas = jsoncodec.loads(row[2])
+                message_count = row[6]
+                messages = await self._load_messages(tx, conversation_id, message_count, options)
+                items = await self._load_items(tx, conversation_id, options, focus_areas)
+                state, metadata_json = self._build_state(
+                    conversation_id, row, focus_areas, messages, items
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                raise CorruptState(conversation_id, str(exc)) from exc
+        state._snapshot = Snapshot(
+            conversation_id=conversation_id,
+            messages=tuple(state.conversation_history),
+            contiguous_tail=not options.filters_messages,
+            items={c.item_id: c for c in items if c.item_id is not None},
+            metadata_json=metadata_json,
+        )
+        self._observer.done("load_state", conversation_id, started, 1 + len(messages) + len(items))
+        return state
+
+    def _build_state(
+        self,
+        conversation_id: str,
+        row: Sequence[Any],
+        focus_areas: Any,
+        messages: list[Message],
+        items: list[ContextItem],
+    ) -> tuple[AgentState, dict[str, str]]:
+        db = self._db
+        metadata = {key: jsoncodec.loads(value) for key, value in jsoncodec.loads(row[9] or "[]")}
+        # Re-encoded, not the stored text: JSONB normalises spacing and key order, and the
+        # next save compares against our own encoding.
+        metadata_json = {key: jsoncodec.dumps(value) for key, value in metadata.items()}
+        # Shapes a hand edit could break: checked, so the error names the conversation.
+        if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
+            raise ValueError("focus_areas is not a list of strings")
+        state = AgentState(
+            user_input=row[1],
+            focus_areas=focus_areas,
+            step_count=row[3],
+            last_tool_result=jsoncodec.loads(row[4]),
+            conversation_history=messages,
+            memory_context=items,
+            metadata=metadata,
+            conversation_id=conversation_id,
+            user_id=row[0],
+            version=row[5],
+            created_at=db.ts_out(row[7]),
+            updated_at=db.ts_out(row[8]),
+            history_start=messages[0].seq if messages and messages[0].seq is not None else row[6],
+            history_total=row[6],
+        )
+        return state, metadata_json
+
+    async def _load_messages(
+        self, tx: Tx, conversation_id: str, message_count: int, options: LoadOptions
+    ) -> list[Message]:
+        if options.last_messages == 0:
+            return []
+        db = self._db
+        # Bounded by the count read with the state row, so a concurrent append cannot
+        # show up half-way between the two reads.
+        p = _Params(conversation_id, message_count)
+        where = "conversation_id = $1 AND seq < $2"
+        if options.message_types is not None:
+            where += f" AND message_type {self._in(p, options.message_types)}"
+        if options.tool_name is not None:
+            where += f" AND tool_name = {p.add(options.tool_name)}"
+        if options.last_messages is None:
+            order = "ORDER BY seq"
+        else:
+            order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
+        rows = await tx.fetch(
+            f"SELECT {MSG_COLS} FROM conversation_messages WHERE {where} {order}",
+            *p.values,
+        )
+        if options.last_messages is not None:
+            rows.reverse()
+        ts_out = db.ts_out
+        loads = jsoncodec.loads
+        trusted = Message._trusted
+        messages = []
+        for seq, role, content, message_type, tool_name, created_at, meta in rows:
+            metadata = {} if meta == "{}" else loads(meta)
+            if type(metadata) is not dict:
+                raise ValueError(f"message {seq}: metadata is not a JSON object")
+            messages.append(
+                trusted(role, content, message_type, tool_name, ts_out(created_at), metadata, seq)
+            )
+        return messages
+
+    async def _load_items(
+        self, tx: Tx, conversation_id: str, options: LoadOptions, focus_areas: list[str]
+    ) -> list[ContextItem]:
+        if options.context_limit == 0:
+            return []
+        db = self._db
+        p = _Params(conversation_id)
+        where = "conversation_id = $1"
+        if options.context_sources is not None:
+            where += f" AND source {self._in(p, options.context_sources)}"
+        if options.context_types is not None:
+            where += f" AND context_type {self._in(p, options.context_types)}"
+        if options.focus_only:
+            where += f" AND context_type {self._in(p, set(focus_areas))}"
+        if options.min_relevance is not None:
+            where += f" AND relevance_score >= {p.add(options.min_relevance)}"
+        if options.context_limit is None:
+            order = "ORDER BY item_id"
+        else:
+            order = f"ORDER BY relevance_score DESC, item_id LIMIT {p.add(options.context_limit)}"
+        rows = await tx.fetch(
+            f"SELECT {ITEM_COLS} FROM memory_context_items WHERE {where} {order}",
+            *p.values,
+        )
+        if options.context_limit is not None:
+            rows.sort(key=lambda r: r[0])
+        items = []
+        for item_id, source, content, score, context_type, created_at, meta in rows:
+            metadata = jsoncodec.loads(meta)
+            if type(metadata) is not dict:
+                raise ValueError(f"context item {item_id}: metadata is not a JSON object")
+            items.append(
+                ContextItem._trusted(
+                    content, source, score, context_type, db.ts_out(created_at), metadata, item_id
+                )
+            )
+        return items
+
+    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
+        started = time.perf_counter()
+        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+        p = _Params(conversation_id)
+        sql = "DELETE FROM conversation_states WHERE conversation_id = $1"
+        if user_id is not None:
+            sql += OWNER.format(p.add(user_id))
+        async with self._db.transaction() as tx:
+            deleted = await tx.execute(sql, *p.values)
+        self._observer.done("delete_state", conversation_id, started, deleted)
+        return deleted > 0
+
+    async def list_conversations(
+        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[ConversationInfo]:
+        started = time.perf_counter()
+        user_id = check_optional_id(user_id, "user_id")
+        check_int(limit, "limit", minimum=1)
+        after = check_optional_id(after, "after")
+        p = _Params()
+        where = []
+        if user_id is not None:
+            where.append(f"user_id = {p.add(user_id)}")
+        if after is not None:
+            where.append(f"conversation_id > {p.add(after)}")
+        sql = (
+            "SELECT conversation_id, user_id, version, message_count, created_at, updated_at "
+            "FROM conversation_states"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY conversation_id LIMIT {p.add(limit)}"
+        async with self._db.reader() as tx:
+            rows = await tx.fetch(sql, *p.values)
+        ts_out = self._db.ts_out
+        result = [
+            ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows
+        ]
+        self._observer.done("list_conversations", None, started, len(result))
+        return result

@@ -1,0 +1,199 @@
+"""The ``statestore`` command.
+
+Every command takes ``--backend`` and ``--url`` (else ``STATESTORE_BACKEND`` and
+``STATESTORE_URL``, else SQLite in ./statestore.db). Errors are one line on stderr
+and exit status 2; URLs are shown with their password masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from .core.config import mask_url, resolve_config
+from .core.errors import StateStoreError
+from .core.query import LoadOptions
+from .core.registry import default_registry, open_store
+
+__all__ = ["main", "build_parser", "add_store_arguments", "run_async"]
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--url``, shared by every command that opens a store."""
+    parser.add_argument(
+        "-b",
+        "--backend",
+        metavar="NAME",
+        help="backend name (see `statestore backends`); default: $STATESTORE_BACKEND, "
+        "else inferred from the URL, else sqlite",
+    )
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="database URL, e.g. sqlite:///state.db or postgresql://user@host/db; "
+        "default: $STATESTORE_URL, else sqlite:///statestore.db",
+    )
+
+
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
+# -- backends ---------------------------------------------------------------------------
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    backends = default_registry().backends()
+    width = max((len(name) for name in backends), default=4)
+    for name in sorted(backends):
+        info = backends[name]
+        print(f"{name:<{width}}  {info.package or '-':<16}  {info.description}")
+    return 0
+
+
+# -- migrate ----------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .backends.sql import migrate
+
+    config = resolve_config(args.backend, args.url)
+    if config.url is None:
+        raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
+    if args.sql:
+        print(migrate.upgrade_sql(config.url, args.revision), end="")
+        return 0
+    if args.revision.startswith("-") or args.downgrade:
+        run_async(_void(migrate.downgrade(config.url, args.revision)))
+        print(f"downgraded {mask_url(config.url)} to {args.revision}")
+    else:
+        run_async(_void(migrate.upgrade(config.url, args.revision)))
+        target = migrate.head_revision() if args.revision == "head" else args.revision
+        print(f"{mask_url(config.url)} is at revision {target}")
+    return 0
+
+
+async def _void(coro: Coroutine[Any, Any, None]) -> int:
+    await coro
+    return 0
+
+
+# -- show -------------------------------------------------------------------------------
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    return run_async(_show(args))
+
+
+async def _show(args: argparse.Namespace) -> int:
+    options = LoadOptions(last_messages=args.last)
+    async with open_store(args.backend, args.url) as store:
+        state = await store.load_state(args.conversation_id, options, user_id=args.user)
+    if args.json:
+        sys.stdout.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    print(
+        f"conversation {state.conversation_id}  user={state.user_id or '-'}  "
+        f"version={state.version}  messages={state.history_total}  "
+        f"updated={state.updated_at.isoformat() if state.updated_at else '-'}"
+    )
+    print(
+        f"step_count={state.step_count}  focus_areas={state.focus_areas}  "
+        f"user_input={state.user_input!r}"
+    )
+    if state.metadata:
+        print(f"metadata: {orjson.dumps(state.metadata).decode()}")
+    shown = len(state.conversation_history)
+    if shown < state.history_total:
+        print(f"(last {shown} of {state.history_total} messages)")
+    for m in state.conversation_history:
+        tool = f" [{m.tool_name}]" if m.tool_name else ""
+        kind = "" if m.message_type == "text" else f" ({m.message_type})"
+        print(f"#{m.seq} {m.timestamp:%Y-%m-%d %H:%M:%S} {m.role}{tool}{kind}: {m.content}")
+    for c in state.memory_context:
+        print(
+            f"context #{c.item_id} {c.source}/{c.context_type} "
+            f"relevance={c.relevance_score:.2f}: {c.content}"
+        )
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="statestore",
+        description="Persist AI-agent conversation state: inspect, migrate, benchmark "
+        "and move data between backends.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "backends",
+        help="list the backends found through entry points",
+        description="List every backend registered through the `statestore` "
+        "entry points: name, package and description.",
+    )
+    p.set_defaults(handler=cmd_backends)
+
+    p = sub.add_parser(
+        "migrate",
+        help="apply the schema migrations",
+        description="Bring the database schema to the newest revision (or REVISION). "
+        "SQLite stores migrate themselves on open; PostgreSQL needs this command, run "
+        "by a role that owns the tables.",
+    )
+    add_store_arguments(p)
+    p.add_argument(
+        "revision",
+        nargs="?",
+        default="head",
+        help="target revision (default: head; `base` with --downgrade removes all)",
+    )
+    p.add_argument("--downgrade", action="store_true", help="go down to REVISION instead of up")
+    p.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the SQL instead of running it (for a DBA to review)",
+    )
+    p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser(
+        "show",
+        help="print one conversation",
+        description="Print a conversation: its fields, messages and context.",
+    )
+    add_store_arguments(p)
+    p.add_argument("conversation_id", metavar="CONVERSATION_ID")
+    p.add_argument("--last", type=int, metavar="N", help="only the last N messages")
+    p.add_argument("--user", metavar="USER_ID", help="read as this user (ownership applies)")
+    p.add_argument("--json", action="store_true", help="print the legacy JSON document")
+    p.set_defaults(handler=cmd_show)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except StateStoreError as exc:
+        print(f"statestore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("statestore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

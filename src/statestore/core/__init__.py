@@ -1,0 +1,1 @@
+"""The driver-free core: model, queries, protocol, errors, plugins. No driver imports."""

@@ -1,0 +1,50 @@
+"""Hook specifications of statestore plugins.
+
+A plugin is a module or object with ``@statestore.hookimpl`` functions, found through
+the ``statestore`` entry-point group (or registered on a ``Registry`` by hand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+__all__ = ["BackendSpec", "hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("statestore")
+hookimpl = pluggy.HookimplMarker("statestore")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """A backend a plugin offers.
+
+    ``factory(url, *, migrate, observer, registry, **options)`` returns an unopened
+    backend (an async context manager); ``url`` may be None (the backend's default).
+    ``url_schemes`` names the database engines its URL may point at (``"sqlite"``,
+    ``"postgresql"``); empty for a backend that takes no URL. The contract suite runs
+    the backend once per engine.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    url_schemes: tuple[str, ...] = ()
+
+
+@hookspec
+def statestore_register_backends() -> list[BackendSpec]:  # type: ignore[empty-body]
+    """Return the backends this plugin offers. Results of all plugins are
+    concatenated; two backends with one name are an error."""
+
+
+@hookspec
+def statestore_operation_done(
+    backend: str, operation: str, conversation_id: str | None, seconds: float, rows: int
+) -> None:
+    """Called after every backend operation that succeeded (``rows``: rows read or
+    written). Every implementation is called; return values are ignored. Keep it fast:
+    it runs on the caller's task."""

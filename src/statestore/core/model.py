@@ -1,0 +1,370 @@
+"""The domain model: AgentState, Message, ContextItem.
+
+``to_dict()``/``from_dict()`` read and write the legacy JSON document (the layout of
+``memory_chunks.content``) unchanged, so old blobs load and the legacy backend stays
+byte-compatible. Store-managed fields (``seq``, ``item_id``, ``conversation_id``,
+``version``, ...) are never part of that document and never take part in ``==``, so
+``loaded == saved`` and ``loaded.to_dict() == saved.to_dict()`` are round-trip checks.
+
+Messages and context items are immutable values, validated when they are built; an
+``AgentState`` is mutable and validated when it is saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from .errors import ValidationError
+from .validation import (
+    check_int,
+    check_json,
+    check_json_object,
+    check_optional_text,
+    check_score,
+    check_str_list,
+    check_text,
+    check_timestamp,
+)
+
+__all__ = ["AgentState", "ContextItem", "Message", "ROLES"]
+
+ROLES = frozenset({"user", "assistant", "tool", "system"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# A legacy document without a timestamp reads as this instant, so that reading the same
+# document twice gives equal states (copies can then be verified).
+MISSING_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parse_timestamp(value: object, field: str) -> datetime:
+    """Read a legacy ISO-8601 timestamp; a naive one is taken as UTC."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be an ISO-8601 string, not {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(field, f"is not an ISO-8601 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _check_keys(data: object, allowed: frozenset[str], field: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationError(field, f"must be a JSON object, not {type(data).__name__}")
+    unknown = data.keys() - allowed
+    if unknown:
+        # Refuse rather than drop: copying a document must never lose a field silently.
+        raise ValidationError(field, f"unknown keys {sorted(map(str, unknown))}")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One entry of the conversation history. ``seq`` is its 0-based position, given
+    by the store; it is None on a message not yet saved."""
+
+    role: str
+    content: str
+    message_type: str = "text"
+    tool_name: str | None = None
+    timestamp: datetime = field(default_factory=_now)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = field(default=None, compare=False)
+
+    KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"role", "content", "message_type", "tool_name", "timestamp", "metadata"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {self.role!r}")
+        check_text(self.content, "content")
+        check_text(self.message_type, "message_type", allow_empty=False)
+        check_optional_text(self.tool_name, "tool_name")
+        object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
+        check_json_object(self.metadata, "metadata")
+
+    @classmethod
+    def _trusted(
+        cls,
+        role: str,
+        content: str,
+        message_type: str,
+        tool_name: str | None,
+        timestamp: datetime,
+        metadata: dict[str, Any],
+        seq: int | None,
+    ) -> Message:
+        """Build from stored, already validated values (no checks: the hot load path)."""
+        msg = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(msg, "role", role)
+        set_(msg, "content", content)
+        set_(msg, "message_type", message_type)
+        set_(msg, "tool_name", tool_name)
+        set_(msg, "timestamp", timestamp)
+        set_(msg, "metadata", metadata)
+        set_(msg, "seq", seq)
+        return msg
+
+    def with_seq(self, seq: int) -> Message:
+        return Message._trusted(
+            self.role,
+            self.content,
+            self.message_type,
+            self.tool_name,
+            self.timestamp,
+            self.metadata,
+            seq,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "content": self.content,
+            "message_type": self.message_type,
+            "tool_name": self.tool_name,
+            "timestamp": self.timestamp.isoformat(),
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, seq: int | None = None) -> Message:
+        d = _check_keys(data, cls.KEYS, "message")
+        msg = cls(
+            role=d.get("role"),  # type: ignore[arg-type]  # checked in __post_init__
+            content=d.get("content"),  # type: ignore[arg-type]
+            message_type=d.get("message_type", "text"),
+            tool_name=d.get("tool_name"),
+            timestamp=_parse_timestamp(d["timestamp"], "timestamp")
+            if "timestamp" in d
+            else MISSING_TIMESTAMP,
+            metadata=d.get("metadata", {}),
+        )
+        if seq is not None:
+            object.__setattr__(msg, "seq", seq)
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class ContextItem:
+    """One memory-context item (long-term memory, RAG hit, focus note, ...).
+    ``item_id`` is given by the store and never reused within a conversation."""
+
+    content: str
+    source: str = "ltm"
+    relevance_score: float = 0.0
+    context_type: str = "general"
+    timestamp: datetime = field(default_factory=_now)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    item_id: int | None = field(default=None, compare=False)
+
+    KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"source", "content", "relevance_score", "context_type", "timestamp", "metadata"}
+    )
+
+    def __post_init__(self) -> None:
+        check_text(self.content, "content")
+        check_text(self.source, "source", allow_empty=False)
+        object.__setattr__(
+            self, "relevance_score", check_score(self.relevance_score, "relevance_score")
+        )
+        check_text(self.context_type, "context_type", allow_empty=False)
+        object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
+        check_json_object(self.metadata, "metadata")
+
+    @classmethod
+    def _trusted(
+        cls,
+        content: str,
+        source: str,
+        relevance_score: float,
+        context_type: str,
+        timestamp: datetime,
+        metadata: dict[str, Any],
+        item_id: int | None,
+    ) -> ContextItem:
+        """Build from stored, already validated values (no checks: the hot load path)."""
+        item = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(item, "content", content)
+        set_(item, "source", source)
+        set_(item, "relevance_score", relevance_score)
+        set_(item, "context_type", context_type)
+        set_(item, "timestamp", timestamp)
+        set_(item, "metadata", metadata)
+        set_(item, "item_id", item_id)
+        return item
+
+    def with_id(self, item_id: int) -> ContextItem:
+        return ContextItem._trusted(
+            self.content,
+            self.source,
+            self.relevance_score,
+            self.context_type,
+            self.timestamp,
+            self.metadata,
+            item_id,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "content": self.content,
+            "relevance_score": self.relevance_score,
+            "context_type": self.context_type,
+            "timestamp": self.timestamp.isoformat(),
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, item_id: int | None = None) -> ContextItem:
+        d = _check_keys(data, cls.KEYS, "context item")
+        item = cls(
+            content=d.get("content"),  # type: ignore[arg-type]  # checked in __post_init__
+            source=d.get("source", "ltm"),
+            relevance_score=d.get("relevance_score", 0.0),
+            context_type=d.get("context_type", "general"),
+            timestamp=_parse_timestamp(d["timestamp"], "timestamp")
+            if "timestamp" in d
+            else MISSING_TIMESTAMP,
+            metadata=d.get("metadata", {}),
+        )
+        if item_id is not None:
+            object.__setattr__(item, "item_id", item_id)
+        return item
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a loaded (or saved) state held when it last touched the store.
+
+    Backends use it to write only what changed; users never need it.
+    """
+
+    conversation_id: str
+    messages: tuple[Message, ...]
+    # True when the messages are a contiguous run ending at the last stored message,
+    # so an edited history can be rewritten from ``history_start`` on.
+    contiguous_tail: bool
+    items: dict[int, ContextItem]
+    metadata_json: dict[str, str]
+
+
+@dataclass(slots=True)
+class AgentState:
+    """The state of one agent conversation.
+
+    Content fields are set by the user. The fields after them are filled by the store
+    on load and save: which conversation and owner, the version, timestamps, and which
+    part of the history this object holds (``history_start``: seq of its first message;
+    ``history_total``: messages stored in all).
+    """
+
+    user_input: str | None = ""
+    focus_areas: list[str] = field(default_factory=list)
+    step_count: int = 0
+    last_tool_result: Any = None
+    conversation_history: list[Message] = field(default_factory=list)
+    memory_context: list[ContextItem] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    conversation_id: str | None = field(default=None, compare=False)
+    user_id: str | None = field(default=None, compare=False)
+    version: int = field(default=0, compare=False)
+    created_at: datetime | None = field(default=None, compare=False)
+    updated_at: datetime | None = field(default=None, compare=False)
+    history_start: int = field(default=0, compare=False)
+    history_total: int = field(default=0, compare=False)
+    _snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
+
+    DOCUMENT_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "user_input",
+            "focus_areas",
+            "step_count",
+            "last_tool_result",
+            "conversation_history",
+            "memory_context",
+            "metadata",
+        }
+    )
+
+    def validate(self) -> None:
+        """Check every content field; raise ValidationError naming the first bad one."""
+        if self.user_input is not None:
+            check_text(self.user_input, "user_input")
+        check_str_list(self.focus_areas, "focus_areas")
+        check_int(self.step_count, "step_count")
+        check_json(self.last_tool_result, "last_tool_result")
+        if not isinstance(self.conversation_history, list):
+            raise ValidationError("conversation_history", "must be a list of Message")
+        for i, msg in enumerate(self.conversation_history):
+            if not isinstance(msg, Message):
+                raise ValidationError(
+                    f"conversation_history[{i}]", f"must be a Message, not {type(msg).__name__}"
+                )
+        if not isinstance(self.memory_context, list):
+            raise ValidationError("memory_context", "must be a list of ContextItem")
+        for i, item in enumerate(self.memory_context):
+            if not isinstance(item, ContextItem):
+                raise ValidationError(
+                    f"memory_context[{i}]", f"must be a ContextItem, not {type(item).__name__}"
+                )
+        check_json_object(self.metadata, "metadata")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The legacy JSON document: content fields only."""
+        return {
+            "user_input": self.user_input,
+            "focus_areas": list(self.focus_areas),
+            "step_count": self.step_count,
+            "last_tool_result": self.last_tool_result,
+            "conversation_history": [m.to_dict() for m in self.conversation_history],
+            "memory_context": [c.to_dict() for c in self.memory_context],
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> AgentState:
+        """Read a legacy JSON document; raise ValidationError if it is not one."""
+        d = _check_keys(data, cls.DOCUMENT_KEYS, "state")
+        history = d.get("conversation_history", [])
+        context = d.get("memory_context", [])
+        if not isinstance(history, list):
+            raise ValidationError("conversation_history", "must be a list")
+        if not isinstance(context, list):
+            raise ValidationError("memory_context", "must be a list")
+        messages = []
+        for i, m in enumerate(history):
+            try:
+                messages.append(Message.from_dict(m, seq=i))
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"conversation_history[{i}].{exc.field}", exc.reason
+                ) from None
+        items = []
+        for i, c in enumerate(context):
+            try:
+                items.append(ContextItem.from_dict(c, item_id=i))
+            except ValidationError as exc:
+                raise ValidationError(f"memory_context[{i}].{exc.field}", exc.reason) from None
+        state = cls(
+            user_input=d.get("user_input", ""),
+            focus_areas=d.get("focus_areas", []),
+            step_count=d.get("step_count", 0),
+            last_tool_result=d.get("last_tool_result"),
+            conversation_history=messages,
+            memory_context=items,
+            metadata=d.get("metadata", {}),
+        )
+        state.validate()
+        state.history_total = len(messages)
+        return state

@@ -1,0 +1,192 @@
+"""What to load (LoadOptions) and what to change (StatePatch).
+
+Both validate their values when built, so a bad option fails before any I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ValidationError
+from .model import ContextItem, Message
+from .validation import (
+    check_int,
+    check_json,
+    check_json_object,
+    check_optional_int,
+    check_optional_text,
+    check_score,
+    check_str_list,
+    check_str_set,
+    check_text,
+)
+
+__all__ = ["LoadOptions", "StatePatch", "UNSET"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """Which part of a conversation to load. The default loads everything, as saved.
+
+    Messages: ``message_types`` and ``tool_name`` filter them, then ``last_messages``
+    keeps the last N of what is left (0: none). Messages come back in seq order.
+
+    Context items: ``context_sources``, ``context_types``, ``min_relevance`` (a score
+    >= the threshold) and ``focus_only`` (context_type among the state's focus_areas)
+    filter them, then ``context_limit`` keeps the k most relevant (ties: the earlier
+    item). Items come back in the order they were saved.
+    """
+
+    last_messages: int | None = None
+    message_types: frozenset[str] | None = None
+    tool_name: str | None = None
+    min_relevance: float | None = None
+    context_limit: int | None = None
+    context_sources: frozenset[str] | None = None
+    context_types: frozenset[str] | None = None
+    focus_only: bool = False
+
+    def __post_init__(self) -> None:
+        check_optional_int(self.last_messages, "last_messages")
+        check_optional_int(self.context_limit, "context_limit")
+        check_optional_text(self.tool_name, "tool_name")
+        if self.min_relevance is not None:
+            object.__setattr__(
+                self, "min_relevance", check_score(self.min_relevance, "min_relevance")
+            )
+        for name in ("message_types", "context_sources", "context_types"):
+            value = check_str_set(getattr(self, name), name)
+            object.__setattr__(self, name, None if value is None else frozenset(value))
+        if type(self.focus_only) is not bool:
+            raise ValidationError("focus_only", "must be a bool")
+
+    @classmethod
+    def smart(cls, window: int = 20, context_limit: int = 10) -> LoadOptions:
+        """What an agent reads each turn: the last ``window`` messages and the
+        ``context_limit`` most relevant context items scoring at least 0.7."""
+        return cls(last_messages=window, min_relevance=0.7, context_limit=context_limit)
+
+    @property
+    def filters_messages(self) -> bool:
+        """True when the loaded messages may skip some stored ones in the middle."""
+        return self.message_types is not None or self.tool_name is not None
+
+    def select_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """Apply the message options in Python (the legacy backend's way)."""
+        chosen = [
+            m
+            for m in messages
+            if (self.message_types is None or m.message_type in self.message_types)
+            and (self.tool_name is None or m.tool_name == self.tool_name)
+        ]
+        if self.last_messages is not None:
+            chosen = chosen[-self.last_messages :] if self.last_messages else []
+        return chosen
+
+    def select_context(
+        self, items: Sequence[ContextItem], focus_areas: Sequence[str]
+    ) -> list[ContextItem]:
+        """Apply the context options in Python; ``items`` in saved order."""
+        focus = set(focus_areas)
+        chosen = [
+            c
+            for c in items
+            if (self.context_sources is None or c.source in self.context_sources)
+            and (self.context_types is None or c.context_type in self.context_types)
+            and (self.min_relevance is None or c.relevance_score >= self.min_relevance)
+            and (not self.focus_only or c.context_type in focus)
+        ]
+        if self.context_limit is not None and len(chosen) > self.context_limit:
+            ranked = sorted(range(len(chosen)), key=lambda i: (-chosen[i].relevance_score, i))
+            keep = sorted(ranked[: self.context_limit])
+            chosen = [chosen[i] for i in keep]
+        return chosen
+
+
+class _Unset:
+    """Marker for a StatePatch field that was not given (None is a value)."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class StatePatch:
+    """A partial update, applied in one transaction.
+
+    Scalar fields are left alone unless given (``None`` is a value: it is written).
+    ``append_messages`` extends the history, ``add_context`` adds items,
+    ``remove_context`` removes items by ``item_id``, ``set_metadata`` sets keys and
+    ``delete_metadata`` removes keys.
+    """
+
+    user_input: Any = UNSET
+    focus_areas: Any = UNSET
+    step_count: Any = UNSET
+    last_tool_result: Any = UNSET
+    append_messages: Sequence[Message] = ()
+    add_context: Sequence[ContextItem] = ()
+    remove_context: Iterable[int] = ()
+    set_metadata: dict[str, Any] = field(default_factory=dict)
+    delete_metadata: Iterable[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.user_input is not UNSET and self.user_input is not None:
+            check_text(self.user_input, "user_input")
+        if self.focus_areas is not UNSET:
+            object.__setattr__(self, "focus_areas", check_str_list(self.focus_areas, "focus_areas"))
+        if self.step_count is not UNSET:
+            check_int(self.step_count, "step_count")
+        if self.last_tool_result is not UNSET:
+            check_json(self.last_tool_result, "last_tool_result")
+        messages = tuple(self.append_messages)
+        for i, msg in enumerate(messages):
+            if not isinstance(msg, Message):
+                raise ValidationError(
+                    f"append_messages[{i}]", f"must be a Message, not {type(msg).__name__}"
+                )
+        object.__setattr__(self, "append_messages", messages)
+        items = tuple(self.add_context)
+        for i, item in enumerate(items):
+            if not isinstance(item, ContextItem):
+                raise ValidationError(
+                    f"add_context[{i}]", f"must be a ContextItem, not {type(item).__name__}"
+                )
+        object.__setattr__(self, "add_context", items)
+        if isinstance(self.remove_context, str | bytes):
+            raise ValidationError("remove_context", "must be a collection of item ids")
+        remove = tuple(
+            check_int(i, f"remove_context[{n}]") for n, i in enumerate(self.remove_context)
+        )
+        object.__setattr__(self, "remove_context", remove)
+        check_json_object(self.set_metadata, "set_metadata")
+        delete = check_str_set(self.delete_metadata, "delete_metadata") or ()
+        overlap = set(delete) & self.set_metadata.keys()
+        if overlap:
+            raise ValidationError(
+                "delete_metadata", f"keys also in set_metadata: {sorted(overlap)}"
+            )
+        object.__setattr__(self, "delete_metadata", delete)
+
+    def scalars(self) -> dict[str, Any]:
+        """The scalar fields that were given, by name."""
+        return {
+            name: value
+            for name in ("user_input", "focus_areas", "step_count", "last_tool_result")
+            if (value := getattr(self, name)) is not UNSET
+        }

@@ -1,0 +1,150 @@
+"""pytest fixtures for testing statestore backends against real databases.
+
+Use it from a ``conftest.py``: ``pytest_plugins = ["statestore.testing.plugin"]``.
+
+- ``postgres_url`` (session): a fresh PostgreSQL database, migrated to head, dropped
+  at the end. The server comes from ``STATESTORE_TEST_POSTGRES_URL`` (default
+  ``postgresql://postgres@127.0.0.1:5432/postgres``). When it cannot be reached the
+  tests that need it skip, saying how to enable them, unless
+  ``STATESTORE_REQUIRE_POSTGRES=1`` (set in CI), where that is an error.
+- ``sqlite_url``: a fresh SQLite file in the test's temporary directory.
+- ``backend_target`` / ``store``: parametrized over every backend registered through
+  the ``statestore`` entry points, once per database engine it accepts
+  (ids like ``sqlite``, ``postgres``, ``legacy-blob[postgresql]``). ``store`` is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ..core.backend import StorageBackend
+from ..core.registry import Registry, default_registry
+
+__all__ = ["BackendTarget", "backend_targets", "open_target"]
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass(frozen=True)
+class BackendTarget:
+    """One backend on one engine: what a parametrized test runs against."""
+
+    backend: str
+    engine: str | None  # "sqlite", "postgresql", or None for a backend without a URL
+
+    @property
+    def id(self) -> str:
+        spec = default_registry().get(self.backend).spec
+        if self.engine is None or len(spec.url_schemes) == 1:
+            return self.backend
+        return f"{self.backend}[{self.engine}]"
+
+
+def backend_targets(registry: Registry | None = None) -> list[BackendTarget]:
+    """Every registered backend, once per engine its URL may point at."""
+    registry = registry or default_registry()
+    targets = []
+    for name, info in sorted(registry.backends().items()):
+        for engine in info.spec.url_schemes or (None,):
+            targets.append(BackendTarget(name, engine))
+    return targets
+
+
+def _server_url() -> str:
+    return os.environ.get("STATESTORE_TEST_POSTGRES_URL", DEFAULT_SERVER)
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("STATESTORE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required here (STATESTORE_REQUIRE_POSTGRES=1): {reason}")
+    pytest.skip(
+        f"PostgreSQL not available ({reason}); start one and set "
+        "STATESTORE_TEST_POSTGRES_URL=postgresql://user@host:5432/postgres to run these tests"
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    from ..backends.sql import migrate
+
+    server = _server_url()
+    name = f"statestore_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    except ImportError:
+        _unavailable("asyncpg is not installed: pip install 'statestore[postgres]'")
+    except Exception as exc:
+        _unavailable(f"{type(exc).__name__}: {exc}")
+    url = _with_database(server, name)
+    try:
+        asyncio.run(migrate.upgrade(url))
+        yield url
+    finally:
+        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    """A fresh SQLite file (created and migrated when a store opens it)."""
+    return f"sqlite:///{tmp_path}/state.db"
+
+
+def _target_params() -> list[Any]:
+    return [pytest.param(t, id=t.id) for t in backend_targets()]
+
+
+@pytest.fixture(params=_target_params())
+def backend_target(request: pytest.FixtureRequest) -> BackendTarget:
+    target: BackendTarget = request.param
+    return target
+
+
+def target_url(target: BackendTarget, request: pytest.FixtureRequest) -> str | None:
+    """The URL a test opens ``target`` with (fixtures resolved on demand)."""
+    if target.engine == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    if target.engine == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return None
+
+
+def open_target(target: BackendTarget, url: str | None, **options: Any) -> StorageBackend:
+    """The unopened backend for ``target`` (use with ``async with``)."""
+    return default_registry().open_store(target.backend, url, **options)
+
+
+@pytest.fixture
+def store_url(backend_target: BackendTarget, request: pytest.FixtureRequest) -> str | None:
+    return target_url(backend_target, request)
+
+
+@pytest.fixture
+async def store(
+    backend_target: BackendTarget, store_url: str | None
+) -> AsyncIterator[StorageBackend]:
+    """An open store of ``backend_target``."""
+    async with open_target(backend_target, store_url) as opened:
+        yield opened
