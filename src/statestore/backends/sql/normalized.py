@@ -196,9 +196,18 @@ class NormalizedBackend:
                     n_items,
                     db.ts(now),
                 )
-                if row is None:  # created by a concurrent writer since our UPDATE
-                    raise VersionConflict(conversation_id, expected_version or 0, 1)
-                created = True
+                if row is not None:
+                    created = True
+                elif expected_version == 0:
+                    raise VersionConflict(conversation_id, 0, 1)
+                else:
+                    # A concurrent writer created it since our UPDATE: replace theirs,
+                    # as if we had come second (the row is committed and visible now).
+                    row = await self._update_state_row(
+                        tx, conversation_id, plan, user_id, expected_version, now
+                    )
+                    if row is None:
+                        raise ConversationNotFound(conversation_id)
             version, message_count, next_item_id, owner, created_at = row
             first_seq = message_count - n_msgs
             first_item = next_item_id - n_items
