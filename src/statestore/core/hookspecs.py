@@ -48,3 +48,12 @@ def statestore_operation_done(
     """Called after every backend operation that succeeded (``rows``: rows read or
     written). Every implementation is called; return values are ignored. Keep it fast:
     it runs on the caller's task."""
+
+
+@hookspec
+def statestore_shadow_mismatch(
+    backend: str, operation: str, conversation_id: str | None, reason: str
+) -> None:
+    """Called by the ``dual`` backend when its shadow disagrees with its primary: a
+    shadow write that failed, or a compared read that differs (``reason`` says which and
+    why). Every implementation is called; return values are ignored."""
