@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .core.config import mask_url, resolve_config
+from .core.config import mask_url, resolve_config, url_scheme
 from .core.errors import StateStoreError
 from .core.query import LoadOptions
 from .core.registry import default_registry, open_store
@@ -65,6 +65,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     config = resolve_config(args.backend, args.url)
     if config.url is None:
         raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
+    _check_schema_backend(config.backend, config.url)
+    if args.sql and args.downgrade:
+        raise StateStoreError(
+            "--sql prints the upgrade SQL only; it cannot be combined with --downgrade"
+        )
     if args.sql:
         print(migrate.upgrade_sql(config.url, args.revision), end="")
         return 0
@@ -76,6 +81,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         target = migrate.head_revision() if args.revision == "head" else args.revision
         print(f"{mask_url(config.url)} is at revision {target}")
     return 0
+
+
+def _check_schema_backend(name: str, url: str) -> None:
+    """Refuse to migrate a database the named backend would not use (a typo in --url
+    or --backend must not create tables in the wrong place)."""
+    schemes = default_registry().get(name).spec.url_schemes
+    scheme = url_scheme(url)
+    engine = "postgresql" if scheme == "postgres" else scheme
+    if not schemes:
+        raise StateStoreError(f"the {name} backend has no database schema to migrate")
+    if engine not in schemes:
+        raise StateStoreError(
+            f"the {name} backend does not use {engine} databases "
+            f"(it takes {', '.join(s + '://' for s in schemes)} URLs)"
+        )
 
 
 async def _void(coro: Coroutine[Any, Any, None]) -> int:

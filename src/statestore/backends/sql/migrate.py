@@ -6,16 +6,19 @@ from __future__ import annotations
 import functools
 import io
 import re
+from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ...core.config import mask_url, url_scheme
-from ...core.errors import BackendUnavailable, ValidationError
+from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
 
 __all__ = [
     "alembic_config",
@@ -63,12 +66,32 @@ async def _run(url: str, action: str, revision: str) -> None:
 
     engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(run)
-    except (OSError, ConnectionError) as exc:
-        raise BackendUnavailable(f"cannot migrate {mask_url(url)}: {exc}") from exc
+        try:
+            connection = await engine.connect()
+        except (OSError, ConnectionError, DBAPIError) as exc:
+            raise BackendUnavailable(
+                f"cannot migrate {mask_url(url)}: {_reason(exc, url)}"
+            ) from exc
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+        except (DBAPIError, CommandError) as exc:
+            raise StateStoreError(f"migrating {mask_url(url)} failed: {_reason(exc, url)}") from exc
+        finally:
+            await connection.close()
     finally:
         await engine.dispose()
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """One line saying why, without SQLAlchemy's wrapping and never the password."""
+    orig = getattr(exc, "orig", None)
+    reason = str(orig if orig is not None else exc).strip().splitlines()
+    text = reason[0] if reason else type(exc).__name__
+    # The adapted asyncpg error reads "<class 'asyncpg...Error'>: message".
+    text = re.sub(r"^<class '[\w.]+'>: ", "", text)
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
@@ -84,5 +107,8 @@ async def downgrade(url: str, revision: str) -> None:
 def upgrade_sql(url: str, revision: str = "head") -> str:
     """The SQL that ``upgrade`` would run, for a DBA to review and apply."""
     output = io.StringIO()
-    command.upgrade(alembic_config(url, output), revision, sql=True)
+    try:
+        command.upgrade(alembic_config(url, output), revision, sql=True)
+    except CommandError as exc:
+        raise StateStoreError(f"cannot write the SQL: {exc}") from exc
     return re.sub(r"\n{3,}", "\n\n", output.getvalue())
