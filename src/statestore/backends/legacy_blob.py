@@ -328,5 +328,6 @@ def statestore_register_backends() -> list[BackendSpec]:
             description="the old layout: one JSON document per save in memory_chunks "
             "(SQLite or PostgreSQL URL); for reading, comparing and copying old data",
             url_schemes=("sqlite", "postgresql"),
+            capabilities=frozenset({"persistent"}),
         )
     ]

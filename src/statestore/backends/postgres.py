@@ -248,5 +248,6 @@ def statestore_register_backends() -> list[BackendSpec]:
             factory=_factory,
             description="normalized tables in PostgreSQL with JSONB (asyncpg); for production",
             url_schemes=("postgresql",),
+            capabilities=frozenset({"stable_item_ids", "incremental_writes", "persistent"}),
         )
     ]

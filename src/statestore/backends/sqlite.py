@@ -285,5 +285,6 @@ def statestore_register_backends() -> list[BackendSpec]:
             factory=_factory,
             description="normalized tables in a local SQLite file (aiosqlite); the default",
             url_schemes=("sqlite",),
+            capabilities=frozenset({"stable_item_ids", "incremental_writes", "persistent"}),
         )
     ]

@@ -27,12 +27,19 @@ class BackendSpec:
     ``url_schemes`` names the database engines its URL may point at (``"sqlite"``,
     ``"postgresql"``); empty for a backend that takes no URL. The contract suite runs
     the backend once per engine.
+
+    ``capabilities`` names the optional abilities the backend has; contract tests that
+    need one are skipped (visibly) on a backend without it. Known names:
+    ``stable_item_ids`` (context item ids never change and are never reused),
+    ``incremental_writes`` (a save writes only the rows that changed, O(new)),
+    ``persistent`` (data outlives the store object: reopening the URL finds it).
     """
 
     name: str
     factory: Callable[..., Any]
     description: str
     url_schemes: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset()
 
 
 @hookspec
