@@ -1,1 +1,362 @@
-"""Dual backend: writes to a primary and a shadow, reads from the primary."""
+"""Dual backend: every write goes to a primary and a shadow, reads come from the
+primary. It is the parallel run of a move off the one-blob layout, and its rollback.
+
+URL: a ``sqlite:///file.db`` or ``postgresql://`` URL. With only a URL, the primary is
+the normalized backend of that engine (``sqlite`` or ``postgres``) and the shadow is
+``legacy-blob`` on the same database, so ``open_store("dual", url=...)`` keeps the old
+layout up to date while the new one serves. Options (else the environment):
+
+- ``primary`` / ``shadow`` (``STATESTORE_DUAL_PRIMARY`` / ``_SHADOW``): ``NAME:URL``
+  or ``NAME`` (then the main URL), e.g. ``shadow="legacy-blob:postgresql://..."``.
+- ``strict`` (``STATESTORE_DUAL_STRICT=1``): a failing shadow fails the call (the
+  primary has already written). Default: it is logged and reported through the
+  ``statestore_shadow_mismatch`` hook, and the call succeeds.
+- ``compare_reads`` (``STATESTORE_DUAL_COMPARE_READS``, 0..1, default 0): the share
+  of loads also read from the shadow and compared; differences are reported.
+- ``rollout_percent`` (``STATESTORE_DUAL_ROLLOUT_PERCENT``, 0..100) and
+  ``rollout_prefixes`` (``STATESTORE_DUAL_ROLLOUT_PREFIXES``, comma-separated): which
+  conversations the primary serves. A conversation whose id starts with one of the
+  prefixes, or whose stable hash falls under the percentage, is served by the primary;
+  the others are served by the shadow, and the primary follows them. Default: 100
+  without prefixes, 0 with prefixes. Writes always reach both sides.
+
+How the follower is kept equal: after each write on the serving side, the whole
+conversation is read back from it and saved to the other side as a replacement
+(O(history), like the legacy layout itself); a delete is repeated. Writes of one
+conversation are mirrored one at a time within a process, so the follower ends with
+the newest state. Versions, item ids, created_at and updated_at are each side's own;
+owner and content are equal. ``list_conversations`` comes from the primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from ..core.backend import ConversationInfo, SaveResult, StorageBackend
+from ..core.config import backend_for_url, mask_url
+from ..core.errors import ConversationNotFound, StateStoreError, ValidationError
+from ..core.hookspecs import BackendSpec, hookimpl
+from ..core.model import AgentState
+from ..core.observe import Observer
+from ..core.query import LoadOptions, StatePatch
+from ..tools.compare import describe_difference, fresh_copy
+
+__all__ = ["DualBackend", "split_target"]
+
+logger = logging.getLogger("statestore.dual")
+
+_DEFAULT_OPTIONS = LoadOptions()
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def split_target(spec: str, default_url: str | None = None) -> tuple[str, str | None]:
+    """``NAME:URL`` → (name, url); ``NAME`` → (name, default_url); a bare URL →
+    (the built-in backend for its scheme, url)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValidationError("target", "must be NAME, NAME:URL or a database URL")
+    name, sep, rest = spec.partition(":")
+    if not sep:
+        return name, default_url
+    if rest.startswith("//"):  # a bare URL: postgresql://...
+        return backend_for_url(spec), spec
+    if not name or not rest:
+        raise ValidationError("target", f"must be NAME:URL, got {mask_url(spec)!r}")
+    return name, rest
+
+
+def in_rollout(conversation_id: str, percent: float, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``conversation_id`` is served by the primary: a prefix match, or its
+    stable hash (the same in every process) under ``percent``."""
+    if prefixes and conversation_id.startswith(prefixes):
+        return True
+    if percent >= 100:
+        return True
+    if percent <= 0:
+        return False
+    digest = hashlib.sha256(conversation_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 10_000 < percent * 100
+
+
+class DualBackend:
+    """A primary and a shadow backend written together (see the module docstring)."""
+
+    name: ClassVar[str] = "dual"
+
+    def __init__(
+        self,
+        primary: StorageBackend,
+        shadow: StorageBackend,
+        *,
+        strict: bool = False,
+        compare_reads: float = 0.0,
+        rollout_percent: float | None = None,
+        rollout_prefixes: tuple[str, ...] = (),
+        observer: Observer | None = None,
+    ) -> None:
+        if not 0.0 <= compare_reads <= 1.0:
+            raise ValidationError("compare_reads", "must be between 0 and 1")
+        if rollout_percent is None:
+            rollout_percent = 0.0 if rollout_prefixes else 100.0
+        if not 0.0 <= rollout_percent <= 100.0:
+            raise ValidationError("rollout_percent", "must be between 0 and 100")
+        self.primary = primary
+        self.shadow = shadow
+        self.strict = strict
+        self.compare_reads = compare_reads
+        self.rollout_percent = rollout_percent
+        self.rollout_prefixes = tuple(rollout_prefixes)
+        self._observer = observer or Observer(self.name)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"<DualBackend primary={self.primary!r} shadow={self.shadow!r}>"
+
+    async def __aenter__(self) -> Self:
+        await self.primary.__aenter__()
+        try:
+            await self.shadow.__aenter__()
+        except BaseException:
+            await self.primary.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        try:
+            await self.primary.close()
+        finally:
+            await self.shadow.close()
+
+    def _sides(self, conversation_id: str) -> tuple[StorageBackend, StorageBackend]:
+        """(serving side, following side) for one conversation."""
+        if not isinstance(conversation_id, str) or in_rollout(
+            conversation_id, self.rollout_percent, self.rollout_prefixes
+        ):
+            return self.primary, self.shadow
+        return self.shadow, self.primary
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _report(self, operation: str, conversation_id: str | None, reason: str) -> None:
+        logger.warning("dual: shadow mismatch on %s of %r: %s", operation, conversation_id, reason)
+        hook = self._observer.hook
+        if hook is not None:
+            hook.statestore_shadow_mismatch(
+                backend=self.name,
+                operation=operation,
+                conversation_id=conversation_id,
+                reason=reason,
+            )
+
+    def _follower_failed(
+        self, operation: str, conversation_id: str | None, side: StorageBackend, exc: Exception
+    ) -> None:
+        reason = f"{side.name} failed: {type(exc).__name__}: {exc}"
+        self._report(operation, conversation_id, reason)
+        if self.strict:
+            raise StateStoreError(
+                f"dual (strict): {operation} of {conversation_id!r} succeeded on the serving "
+                f"side but {reason}"
+            ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, conversation_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
+        self._locks[conversation_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[conversation_id]
+            if users == 1:
+                del self._locks[conversation_id]
+            else:
+                self._locks[conversation_id] = (lock, users - 1)
+
+    async def _mirror(
+        self,
+        operation: str,
+        conversation_id: str,
+        source: StorageBackend,
+        follower: StorageBackend,
+    ) -> None:
+        """Make ``follower`` hold what ``source`` holds for one conversation."""
+        try:
+            async with self._one_at_a_time(conversation_id):
+                try:
+                    whole = await source.load_state(conversation_id)
+                except ConversationNotFound:  # deleted meanwhile
+                    await follower.delete_state(conversation_id)
+                    return
+                await follower.save_state(conversation_id, fresh_copy(whole), user_id=whole.user_id)
+        except Exception as exc:
+            self._follower_failed(operation, conversation_id, follower, exc)
+
+    # -- the protocol --------------------------------------------------------------------
+
+    async def save_state(
+        self,
+        conversation_id: str,
+        state: AgentState,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> SaveResult:
+        serving, follower = self._sides(conversation_id)
+        result = await serving.save_state(
+            conversation_id, state, user_id=user_id, expected_version=expected_version
+        )
+        await self._mirror("save_state", result.conversation_id, serving, follower)
+        return result
+
+    async def update_state(
+        self,
+        conversation_id: str,
+        patch: StatePatch,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> SaveResult:
+        serving, follower = self._sides(conversation_id)
+        result = await serving.update_state(
+            conversation_id, patch, user_id=user_id, expected_version=expected_version
+        )
+        await self._mirror("update_state", result.conversation_id, serving, follower)
+        return result
+
+    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
+        serving, follower = self._sides(conversation_id)
+        deleted = await serving.delete_state(conversation_id, user_id=user_id)
+        if deleted:
+            try:
+                async with self._one_at_a_time(conversation_id):
+                    await follower.delete_state(conversation_id)
+            except Exception as exc:
+                self._follower_failed("delete_state", conversation_id, follower, exc)
+        return deleted
+
+    async def load_state(
+        self,
+        conversation_id: str,
+        options: LoadOptions = _DEFAULT_OPTIONS,
+        *,
+        user_id: str | None = None,
+    ) -> AgentState:
+        serving, follower = self._sides(conversation_id)
+        state = await serving.load_state(conversation_id, options, user_id=user_id)
+        if self.compare_reads and random.random() < self.compare_reads:
+            await self._compare(conversation_id, options, user_id, state, follower)
+        return state
+
+    async def _compare(
+        self,
+        conversation_id: str,
+        options: LoadOptions,
+        user_id: str | None,
+        state: AgentState,
+        follower: StorageBackend,
+    ) -> None:
+        try:
+            other = await follower.load_state(conversation_id, options, user_id=user_id)
+        except ConversationNotFound:
+            self._report("load_state", conversation_id, f"missing on {follower.name}")
+            return
+        except Exception as exc:
+            self._follower_failed("load_state", conversation_id, follower, exc)
+            return
+        difference = describe_difference(state, other)
+        if difference is not None:
+            self._report("load_state", conversation_id, f"{follower.name} differs: {difference}")
+
+    async def list_conversations(
+        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[ConversationInfo]:
+        return await self.primary.list_conversations(user_id=user_id, limit=limit, after=after)
+
+
+def _option(options: dict[str, Any], key: str) -> Any:
+    if key in options:
+        return options.pop(key)
+    return os.environ.get(f"STATESTORE_DUAL_{key.upper()}") or None
+
+
+def _float(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(field, f"must be a number, got {value!r}") from None
+
+
+def _factory(
+    url: str | None,
+    *,
+    migrate: bool | None = None,
+    observer: Observer | None = None,
+    registry: Any = None,
+    **options: Any,
+) -> DualBackend:
+    from ..core.registry import default_registry
+
+    registry = registry or default_registry()
+    primary_spec = _option(options, "primary")
+    shadow_spec = _option(options, "shadow")
+    strict = _option(options, "strict")
+    compare_reads = _float(_option(options, "compare_reads"), "compare_reads")
+    percent = _float(_option(options, "rollout_percent"), "rollout_percent")
+    prefixes = _option(options, "rollout_prefixes")
+    if options:
+        raise ValidationError("options", f"unknown dual options {sorted(options)}")
+    if primary_spec is None:
+        if url is None:
+            raise ValidationError("url", "the dual backend needs a URL or primary=NAME:URL")
+        primary_spec = backend_for_url(url)
+    if shadow_spec is None:
+        shadow_spec = "legacy-blob"
+    primary_name, primary_url = split_target(primary_spec, url)
+    shadow_name, shadow_url = split_target(shadow_spec, url)
+    if isinstance(prefixes, str):
+        prefixes = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    if isinstance(strict, str):
+        strict = strict.strip().lower() in _TRUE
+    return DualBackend(
+        registry.open_store(primary_name, primary_url, migrate=migrate),
+        registry.open_store(shadow_name, shadow_url, migrate=migrate),
+        strict=bool(strict),
+        compare_reads=compare_reads or 0.0,
+        rollout_percent=percent,
+        rollout_prefixes=tuple(prefixes or ()),
+        observer=observer,
+    )
+
+
+@hookimpl
+def statestore_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="dual",
+            factory=_factory,
+            description="a primary and a shadow written together, reads from the primary "
+            "(parallel run and rollback of a move off legacy-blob)",
+            url_schemes=("sqlite", "postgresql"),
+            # As configured by a URL alone (a normalized primary). Not incremental: the
+            # shadow is rewritten whole on every write.
+            capabilities=frozenset({"persistent", "stable_item_ids"}),
+        )
+    ]
