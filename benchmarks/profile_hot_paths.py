@@ -1,0 +1,385 @@
+"""Hot-path timings of the normalized backends against the raw drivers and legacy-blob.
+
+Run: ``.venv/bin/python benchmarks/profile_hot_paths.py [--engine sqlite|postgres]
+[--reps 200] [--grow 1000] [--skip-grow]``. PostgreSQL comes from
+``STATESTORE_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``);
+a scratch database is created and dropped.
+
+Every figure is a median in milliseconds, measured in the same run as the raw-driver
+version of the same work (aiosqlite / asyncpg by hand: one INSERT per append,
+``ORDER BY seq DESC LIMIT 20`` per window, plain SELECTs for a full load, ``executemany``
+for a full save), so the ratios hold even on a busy machine. N = 1,000 messages of
+about 400 characters, 50 context items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import statistics
+import string
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import statestore
+from statestore import AgentState, ContextItem, LoadOptions, Message, StatePatch
+from statestore.backends.sql import migrate
+
+N_MESSAGES = 1000
+N_ITEMS = 50
+SERVER = os.environ.get("STATESTORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+rng = random.Random(42)
+WORDS = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(500)]
+
+
+def text(n: int = 400) -> str:
+    out: list[str] = []
+    size = 0
+    while size < n:
+        w = rng.choice(WORDS)
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)[:n]
+
+
+def message(i: int) -> Message:
+    return Message(role="user" if i % 2 == 0 else "assistant", content=text())
+
+
+def item(i: int) -> ContextItem:
+    return ContextItem(
+        content=text(200),
+        source=("ltm", "rag", "focus")[i % 3],
+        relevance_score=round(rng.random(), 3),
+        context_type=("general", "code", "plan")[i % 3],
+    )
+
+
+def full_state() -> AgentState:
+    return AgentState(
+        user_input="what next?",
+        focus_areas=["code"],
+        step_count=3,
+        last_tool_result={"ok": True},
+        conversation_history=[message(i) for i in range(N_MESSAGES)],
+        memory_context=[item(i) for i in range(N_ITEMS)],
+        metadata={"model": "x", "n": 1},
+    )
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], reps: int, warmup: int = 5) -> float:
+    """Median milliseconds of ``reps`` calls after ``warmup`` ones."""
+    for _ in range(warmup):
+        await fn()
+    samples = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+async def peak_kib(fn: Callable[[], Awaitable[Any]]) -> float:
+    """Peak traced Python memory of one call, KiB (the result kept alive)."""
+    await fn()
+    gc.collect()
+    tracemalloc.start()
+    result = await fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del result
+    return peak / 1024
+
+
+MSG_SQL = (
+    "INSERT INTO conversation_messages (conversation_id, seq, role, content, message_type, "
+    "tool_name, created_at, metadata) VALUES ({})"
+)
+ITEM_SQL = (
+    "INSERT INTO memory_context_items (conversation_id, item_id, source, content, "
+    "relevance_score, context_type, created_at, metadata) VALUES ({})"
+)
+STATE_SQL = (
+    "INSERT INTO conversation_states (conversation_id, user_id, user_input, focus_areas, "
+    "step_count, last_tool_result, version, message_count, next_item_id, created_at, "
+    "updated_at) VALUES ({})"
+)
+WINDOW_SQL = (
+    "SELECT seq, role, content, message_type, tool_name, created_at, metadata "
+    "FROM conversation_messages WHERE conversation_id = {0} ORDER BY seq DESC LIMIT 20"
+)
+ALL_MSGS_SQL = (
+    "SELECT seq, role, content, message_type, tool_name, created_at, metadata "
+    "FROM conversation_messages WHERE conversation_id = {0} ORDER BY seq"
+)
+ALL_ITEMS_SQL = (
+    "SELECT item_id, source, content, relevance_score, context_type, created_at, metadata "
+    "FROM memory_context_items WHERE conversation_id = {0} ORDER BY item_id"
+)
+STATE_ROW_SQL = "SELECT * FROM conversation_states WHERE conversation_id = {0}"
+
+
+class RawSqlite:
+    """The same work by hand with aiosqlite (same pragmas as the backend)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+    async def __aenter__(self) -> RawSqlite:
+        import aiosqlite
+
+        self.conn = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            await self.conn.execute(f"PRAGMA {pragma}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.conn.close()
+
+    async def create(self, cid: str, state: AgentState) -> None:
+        c = self.conn
+        await c.execute("BEGIN IMMEDIATE")
+        await c.execute(
+            STATE_SQL.format(", ".join("?" * 11)),
+            (cid, None, state.user_input, '["code"]', 0, "null", 1, 0, 0, self.ts, self.ts),
+        )
+        await c.executemany(
+            MSG_SQL.format(", ".join("?" * 8)),
+            [
+                (cid, i, m.role, m.content, m.message_type, None, self.ts, "{}")
+                for i, m in enumerate(state.conversation_history)
+            ],
+        )
+        await c.executemany(
+            ITEM_SQL.format(", ".join("?" * 8)),
+            [
+                (cid, i, x.source, x.content, x.relevance_score, x.context_type, self.ts, "{}")
+                for i, x in enumerate(state.memory_context)
+            ],
+        )
+        await c.execute("COMMIT")
+
+    async def append(self, cid: str, seq: int, m: Message) -> None:
+        await self.conn.execute(
+            MSG_SQL.format(", ".join("?" * 8)),
+            (cid, seq, m.role, m.content, m.message_type, None, self.ts, "{}"),
+        )
+
+    async def window(self, cid: str) -> list[Any]:
+        return list(await self.conn.execute_fetchall(WINDOW_SQL.format("?"), (cid,)))
+
+    async def full(self, cid: str) -> list[Any]:
+        c = self.conn
+        return [
+            list(await c.execute_fetchall(STATE_ROW_SQL.format("?"), (cid,))),
+            list(await c.execute_fetchall(ALL_MSGS_SQL.format("?"), (cid,))),
+            list(await c.execute_fetchall(ALL_ITEMS_SQL.format("?"), (cid,))),
+        ]
+
+
+class RawPostgres:
+    """The same work by hand with asyncpg (one connection)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ts = datetime.now(UTC)
+
+    async def __aenter__(self) -> RawPostgres:
+        import asyncpg
+
+        self.conn = await asyncpg.connect(self.url)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.conn.close()
+
+    async def create(self, cid: str, state: AgentState) -> None:
+        c = self.conn
+        ph = lambda n: ", ".join(f"${i}" for i in range(1, n + 1))  # noqa: E731
+        async with c.transaction():
+            await c.execute(
+                STATE_SQL.format(ph(11)),
+                cid, None, state.user_input, '["code"]', 0, "null", 1, 0, 0, self.ts, self.ts,
+            )  # fmt: skip
+            await c.executemany(
+                MSG_SQL.format(ph(8)),
+                [
+                    (cid, i, m.role, m.content, m.message_type, None, self.ts, "{}")
+                    for i, m in enumerate(state.conversation_history)
+                ],
+            )
+            await c.executemany(
+                ITEM_SQL.format(ph(8)),
+                [
+                    (cid, i, x.source, x.content, x.relevance_score, x.context_type, self.ts, "{}")
+                    for i, x in enumerate(state.memory_context)
+                ],
+            )
+
+    async def append(self, cid: str, seq: int, m: Message) -> None:
+        await self.conn.execute(
+            MSG_SQL.format("$1, $2, $3, $4, $5, $6, $7, $8"),
+            cid, seq, m.role, m.content, m.message_type, None, self.ts, "{}",
+        )  # fmt: skip
+
+    async def window(self, cid: str) -> list[Any]:
+        return list(await self.conn.fetch(WINDOW_SQL.format("$1"), cid))
+
+    async def full(self, cid: str) -> list[Any]:
+        c = self.conn
+        return [
+            await c.fetch(STATE_ROW_SQL.format("$1"), cid),
+            await c.fetch(ALL_MSGS_SQL.format("$1"), cid),
+            await c.fetch(ALL_ITEMS_SQL.format("$1"), cid),
+        ]
+
+
+def row(name: str, ours: float, ref: float, ref_name: str, target: str) -> None:
+    print(f"  {name:<12} {ours:9.3f} ms   {ref_name} {ref:9.3f} ms   ratio {ours / ref:6.2f}  ({target})")
+
+
+async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
+    backend = "sqlite" if engine == "sqlite" else "postgres"
+    state = full_state()
+    extra = [message(i) for i in range(8)]
+    print(f"\n== {engine} (N={N_MESSAGES} messages, {N_ITEMS} items, {reps} reps, medians)")
+    raw_cls: Any = RawSqlite(Path(url.split("///", 1)[1])) if engine == "sqlite" else RawPostgres(url)
+    async with (
+        statestore.open_store(backend, url) as store,
+        statestore.open_store("legacy-blob", url) as legacy,
+        raw_cls as raw,
+    ):
+        # Seed one conversation of each kind.
+        await store.save_state("ours", state)
+        await legacy.save_state("legacy", state)
+        await raw.create("raw", state)
+
+        seq = {"ours": N_MESSAGES, "raw": N_MESSAGES}
+        k = iter(range(10**9))
+
+        async def ours_append() -> None:
+            await store.update_state("ours", StatePatch(append_messages=[extra[next(k) % 8]]))
+
+        async def raw_append() -> None:
+            await raw.append("raw", seq["raw"], extra[0])
+            seq["raw"] += 1
+
+        async def legacy_append() -> None:
+            await legacy.update_state("legacy", StatePatch(append_messages=[extra[0]]))
+
+        window = LoadOptions(last_messages=20, context_limit=0)
+        results = {}
+        # Loads first, on exactly N messages, then appends (which grow the conversations).
+        results["window"] = (
+            await timed(lambda: store.load_state("ours", window), reps),
+            await timed(lambda: raw.window("raw"), reps),
+        )
+        results["full_load"] = (
+            await timed(lambda: store.load_state("ours"), max(reps // 4, 10)),
+            await timed(lambda: legacy.load_state("legacy"), max(reps // 4, 10)),
+            await timed(lambda: raw.full("raw"), max(reps // 4, 10)),
+        )
+        turn = LoadOptions.smart()
+        results["load_turn_mem"] = (
+            await peak_kib(lambda: store.load_state("ours", turn)),
+            await peak_kib(lambda: legacy.load_state("legacy", turn)),
+        )
+
+        saves = iter(range(10**9))
+
+        def fresh() -> AgentState:
+            return AgentState(
+                user_input=state.user_input,
+                focus_areas=list(state.focus_areas),
+                conversation_history=list(state.conversation_history),
+                memory_context=list(state.memory_context),
+                metadata=dict(state.metadata),
+            )
+
+        save_reps = max(reps // 10, 10)
+        results["full_save"] = (
+            await timed(lambda: store.save_state(f"s-{next(saves)}", fresh()), save_reps, 2),
+            await timed(lambda: legacy.save_state(f"s-{next(saves)}", fresh()), save_reps, 2),
+            await timed(lambda: raw.create(f"r-{next(saves)}", state), save_reps, 2),
+        )
+        results["append"] = (
+            await timed(ours_append, reps),
+            await timed(raw_append, reps),
+            await timed(legacy_append, max(reps // 10, 10), 2),
+        )
+
+        grow_res = None
+        if grow:
+
+            async def grow_run(s: Any, cid: str) -> float:
+                t = time.perf_counter()
+                await s.save_state(cid, AgentState())
+                for i in range(grow):
+                    await s.update_state(cid, StatePatch(append_messages=[extra[i % 8]]))
+                return time.perf_counter() - t
+
+            grow_res = (await grow_run(store, "grow"), await grow_run(legacy, "grow"))
+
+    w, rw = results["window"]
+    fl, lfl, rfl = results["full_load"]
+    fs, lfs, rfs = results["full_save"]
+    ap, rap, lap = results["append"]
+    mem, lmem = results["load_turn_mem"]
+    row("append_one", ap, rap, "raw", "target <= 1.6")
+    print(f"  {'':<12} legacy append {lap:.3f} ms")
+    row("load_window", w, rw, "raw", "target <= 2")
+    row("load_full", fl, lfl, "legacy", "target <= 1")
+    print(f"  {'':<12} raw full load {rfl:.3f} ms (ratio {fl / rfl:.2f})")
+    row("save_full", fs, lfs, "legacy", "target <= 1")
+    print(f"  {'':<12} raw full save {rfs:.3f} ms (ratio {fs / rfs:.2f})")
+    print(f"  {'load_turn':<12} peak {mem:9.1f} KiB   legacy {lmem:9.1f} KiB   ratio {mem / lmem:6.2f}  (target <= 0.3)")
+    if grow_res:
+        ours_s, leg_s = grow_res
+        print(f"  {'grow':<12} {ours_s:9.3f} s    legacy {leg_s:9.3f} s    speed-up {leg_s / ours_s:6.1f}x  (target >= 10, {grow} appends)")
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(SERVER)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--grow", type=int, default=1000)
+    parser.add_argument("--skip-grow", action="store_true")
+    args = parser.parse_args()
+    grow = 0 if args.skip_grow else args.grow
+    if args.engine in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            await run_engine("sqlite", f"sqlite:///{tmp}/perf.db", args.reps, grow)
+    if args.engine in ("postgres", "both"):
+        name = f"statestore_perf_{uuid.uuid4().hex[:10]}"
+        await _admin(f'CREATE DATABASE "{name}"')
+        url = SERVER.rpartition("/")[0] + "/" + name
+        try:
+            await migrate.upgrade(url)
+            await run_engine("postgresql", url, args.reps, grow)
+        finally:
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
