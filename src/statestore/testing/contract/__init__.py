@@ -1,0 +1,17 @@
+"""The contract suite: every test a statestore backend must pass.
+
+A backend package runs it with the fixtures of ``statestore.testing.plugin``::
+
+    # conftest.py
+    pytest_plugins = ["statestore.testing.plugin"]
+
+    # test_contract.py
+    from statestore.testing.contract import *  # noqa: F403
+
+The ``store`` fixture is parametrized over every backend registered through the
+``statestore`` entry points; override ``backend_target`` to run only your own. Tests
+that need an optional ability (``BackendSpec.capabilities``) skip, visibly, on a
+backend that does not declare it.
+"""
+
+from .roundtrip import *  # noqa: F403
