@@ -96,6 +96,12 @@ class _PgTx:
         await self._conn.executemany(sql, rows)
 
 
+async def _keep_session(conn: Any) -> None:
+    """Pool release without asyncpg's default reset query (one round trip per
+    operation saved): statestore never changes session state (no SET, LISTEN, cursors
+    or session advisory locks), and asyncpg still rolls back an open transaction."""
+
+
 class PostgresDatabase:
     """An asyncpg connection pool."""
 
@@ -133,6 +139,7 @@ class PostgresDatabase:
                 min_size=1,
                 max_size=self.pool_size,
                 command_timeout=self.command_timeout,
+                reset=_keep_session,
             )
         except Exception as exc:
             raise (translate_error(exc, self._raw_url) or exc) from exc
