@@ -19,6 +19,7 @@ from .core.config import mask_url, resolve_config, url_scheme
 from .core.errors import StateStoreError
 from .core.query import LoadOptions
 from .core.registry import default_registry, open_store
+from .tools.cli import add_tool_commands
 
 __all__ = ["main", "build_parser", "add_store_arguments", "run_async"]
 
@@ -192,12 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a conversation: its fields, messages and context.",
     )
     add_store_arguments(p)
-    p.add_argument("conversation_id", metavar="CONVERSATION_ID")
+    p.add_argument("conversation_id", metavar="CONVERSATION_ID", help="the conversation to print")
     p.add_argument("--last", type=int, metavar="N", help="only the last N messages")
     p.add_argument("--user", metavar="USER_ID", help="read as this user (ownership applies)")
     p.add_argument("--json", action="store_true", help="print the legacy JSON document")
     p.set_defaults(handler=cmd_show)
 
+    add_tool_commands(sub)
     return parser
 
 
