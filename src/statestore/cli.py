@@ -19,7 +19,6 @@ from .core.config import mask_url, resolve_config, url_scheme
 from .core.errors import StateStoreError
 from .core.query import LoadOptions
 from .core.registry import default_registry, open_store
-from .tools.cli import add_tool_commands
 
 __all__ = ["main", "build_parser", "add_store_arguments", "run_async"]
 
@@ -199,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the legacy JSON document")
     p.set_defaults(handler=cmd_show)
 
-    add_tool_commands(sub)
     return parser
 
 
