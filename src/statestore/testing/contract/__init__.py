@@ -14,4 +14,7 @@ that need an optional ability (``BackendSpec.capabilities``) skip, visibly, on a
 backend that does not declare it.
 """
 
+from .concurrency import *  # noqa: F403
+from .loading import *  # noqa: F403
 from .roundtrip import *  # noqa: F403
+from .writes import *  # noqa: F403
