@@ -1,0 +1,75 @@
+"""The benchmark suite: the scenarios of ``statestore.bench`` on every backend
+registered through entry points (each engine it accepts), next to the raw-driver
+baseline on the same schema, in the same run.
+
+Full run (about N minutes on 2 cores)::
+
+    .venv/bin/pytest benchmarks --benchmark-only --benchmark-group-by=group
+
+Quick mode, so the scenarios cannot rot (CI; small sizes, few rounds)::
+
+    STATESTORE_BENCH_QUICK=1 .venv/bin/pytest benchmarks -q --benchmark-disable
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from statestore.bench import RAW, Subject, Target, make_subject
+
+pytest_plugins = ["statestore.testing.plugin"]
+
+QUICK = os.environ.get("STATESTORE_BENCH_QUICK") == "1"
+SIZES = [50] if QUICK else [100, 1_000, 10_000]
+USERS = [10] if QUICK else [10, 50, 100]
+TURNS = 3 if QUICK else 10
+
+# Backends that need no URL (or wrap others, like dual) are left out: the scenarios
+# measure storage layouts on a database engine.
+SKIPPED_BACKENDS = {"dual"}
+
+
+def bench_targets() -> list[Target]:
+    """Every registered backend on each of its engines, then the raw baseline."""
+    from statestore.testing.plugin import backend_targets  # after pytest_plugins loads it
+
+    targets = [
+        Target(t.backend, t.engine)
+        for t in backend_targets()
+        if t.engine in ("sqlite", "postgresql") and t.backend not in SKIPPED_BACKENDS
+    ]
+    return [*targets, Target(RAW, "sqlite"), Target(RAW, "postgresql")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bench_target" in metafunc.fixturenames:
+        targets = bench_targets()
+        metafunc.parametrize("bench_target", targets, ids=[t.id for t in targets])
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    """An event loop for the test: pytest-benchmark calls plain functions, so each
+    timed call is ``runner.run(coroutine)`` (the same small overhead for every target)."""
+    with asyncio.Runner() as loop_runner:
+        yield loop_runner
+
+
+@pytest.fixture
+def subject(
+    bench_target: Target, runner: asyncio.Runner, request: pytest.FixtureRequest
+) -> Iterator[Subject]:
+    """The open subject for ``bench_target``, on emptied tables."""
+    fixture = "sqlite_url" if bench_target.engine == "sqlite" else "postgres_url"
+    url: Any = request.getfixturevalue(fixture)
+    opened = make_subject(bench_target, str(url))
+    runner.run(opened.open())
+    try:
+        yield opened
+    finally:
+        runner.run(opened.close())
