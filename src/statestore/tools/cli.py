@@ -1,0 +1,385 @@
+"""The ``copy``, ``export``, ``import``, ``prune`` and ``stats`` commands.
+
+``statestore.cli.build_parser()`` adds them with ``add_tool_commands(sub)``. Exit
+status: 0 when everything went through, 1 when some conversation was skipped, missing
+or different (see the report), 2 on an error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ..core.backend import ConversationInfo, StorageBackend
+from ..core.config import mask_url, resolve_config
+from ..core.errors import StateStoreError
+from ..core.registry import default_registry
+from .copy import CopyStats, Problem, count_conversations, copy_conversations, verify_stores
+from .lifecycle import (
+    export_conversations,
+    import_conversations,
+    maintain,
+    parse_age,
+    prune_conversations,
+    table_stats,
+)
+from .progress import Progress
+
+__all__ = ["add_tool_commands"]
+
+DEFAULT_REPORT = "statestore-copy-report.jsonl"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _store_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_store_arguments
+
+    add_store_arguments(p)
+
+
+def _open_spec(spec: str, option: str, migrate: bool | None) -> tuple[StorageBackend, str]:
+    """The unopened store for ``NAME:URL`` and a masked label for messages."""
+    from ..backends.dual import split_target
+
+    name, url = split_target(spec)
+    if url is None:
+        raise StateStoreError(f"{option} needs NAME:URL, e.g. postgres:postgresql://host/db")
+    return default_registry().open_store(name, url, migrate=migrate), f"{name}:{mask_url(url)}"
+
+
+class _Reporter:
+    """Problems: one line each on stderr and one JSON line each in the report file."""
+
+    def __init__(self, report: IO[bytes] | None, progress: Progress | None) -> None:
+        self.report = report
+        self.progress = progress
+        self.count = 0
+
+    def __call__(self, problem: Problem) -> None:
+        self.count += 1
+        if self.progress is not None:
+            self.progress.extra["problems"] = self.count
+            if self.progress.tty:
+                sys.stderr.write("\r\x1b[K")
+        print(
+            f"{problem.kind}: {problem.conversation_id}: {problem.reason}",
+            file=sys.stderr,
+        )
+        if self.report is not None:
+            self.report.write(orjson.dumps(problem.as_json()) + b"\n")
+            self.report.flush()
+
+
+def _finish(stats: CopyStats, reporter: _Reporter, report_path: str | None, verb: str) -> int:
+    print(f"{verb}: {stats.summary()}")
+    if reporter.count:
+        where = f"; see {report_path}" if report_path else ""
+        print(f"{reporter.count} conversation(s) not copied or not equal{where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- copy ---------------------------------------------------------------------------------
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    if args.dry_run and args.verify_only:
+        raise StateStoreError("--dry-run and --verify-only cannot be combined")
+    if args.to is None and not args.dry_run:
+        raise StateStoreError("--to NAME:URL is required (except with --dry-run)")
+    if args.to is not None and args.to == getattr(args, "from"):
+        raise StateStoreError("--from and --to name the same store")
+    return asyncio.run(_copy(args))
+
+
+async def _copy(args: argparse.Namespace) -> int:
+    source, source_label = _open_spec(getattr(args, "from"), "--from", None)
+    target = label = None
+    if args.to is not None and not args.dry_run:
+        target, label = _open_spec(args.to, "--to", True if args.migrate else None)
+    report_path = args.report
+    with open(report_path, "wb") as report:
+        async with source:
+            total = await count_conversations(source, user_id=args.user)
+            verb = "verified" if args.verify_only else "validated" if args.dry_run else "copied"
+            progress = None if args.quiet else Progress(verb, total)
+            reporter = _Reporter(report, progress)
+            tick = progress.advance if progress is not None else None
+            common: dict[str, Any] = {
+                "user_id": args.user,
+                "batch_size": args.batch_size,
+                "jobs": args.jobs,
+                "on_problem": reporter,
+                "tick": tick,
+            }
+            if target is None:
+                stats = await copy_conversations(source, None, **common)
+            else:
+                async with target:
+                    if args.verify_only:
+                        stats = await verify_stores(source, target, **common)
+                    else:
+                        stats = await copy_conversations(source, target, **common)
+            if progress is not None:
+                progress.finish()
+    where = f"{source_label} -> {label}" if label else source_label
+    return _finish(stats, reporter, report_path, f"{verb} {where}")
+
+
+# -- export / import ----------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return asyncio.run(_export(args))
+
+
+async def _export(args: argparse.Namespace) -> int:
+    config = resolve_config(args.backend, args.url)
+    store = default_registry().open_store(config.backend, config.url)
+    to_stdout = args.out == "-"
+    partial = Path(f"{args.out}.partial")
+    progress = None if args.quiet or to_stdout else Progress("exported")
+    reporter = _Reporter(None, progress)
+    async with store:
+        if to_stdout:
+            stats = await export_conversations(
+                store, sys.stdout.buffer, user_id=args.user, on_problem=reporter
+            )
+        else:
+            try:
+                with open(partial, "wb") as out:
+                    stats = await export_conversations(
+                        store,
+                        out,
+                        user_id=args.user,
+                        on_problem=reporter,
+                        tick=progress.advance if progress else None,
+                    )
+                os.replace(partial, args.out)  # never a half-written FILE
+            except OSError as exc:
+                raise StateStoreError(f"cannot write {args.out}: {exc.strerror}") from exc
+            finally:
+                partial.unlink(missing_ok=True)
+    if progress is not None:
+        progress.finish()
+    if to_stdout:
+        print(f"exported {stats.read} conversation(s)", file=sys.stderr)
+        return 1 if reporter.count else 0
+    return _finish(stats, reporter, None, f"exported to {args.out}")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    return asyncio.run(_import(args))
+
+
+async def _import(args: argparse.Namespace) -> int:
+    config = resolve_config(args.backend, args.url)
+    store = default_registry().open_store(config.backend, config.url)
+    progress = None if args.quiet else Progress("imported")
+    try:
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise StateStoreError(f"cannot read {args.file}: {exc.strerror}") from exc
+    with source, open(args.report, "wb") as report:
+        reporter = _Reporter(report, progress)
+        async with store:
+            stats = await import_conversations(
+                store, source, on_problem=reporter, tick=progress.advance if progress else None
+            )
+    if progress is not None:
+        progress.finish()
+    return _finish(stats, reporter, args.report, f"imported {args.file}")
+
+
+# -- prune --------------------------------------------------------------------------------
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    age = parse_age(args.older_than)
+    return asyncio.run(_prune(args, age))
+
+
+async def _prune(args: argparse.Namespace, age: Any) -> int:
+    config = resolve_config(args.backend, args.url)
+    store = default_registry().open_store(config.backend, config.url)
+    verb = "would remove" if args.dry_run else "removed"
+
+    def removed(info: ConversationInfo) -> None:
+        print(f"{verb} {info.conversation_id} (updated {info.updated_at:%Y-%m-%d %H:%M:%S})")
+
+    async with store:
+        count = await prune_conversations(
+            store,
+            age,
+            user_id=args.user,
+            dry_run=args.dry_run,
+            batch_size=args.batch_size,
+            on_removed=removed,
+        )
+    print(f"{verb} {count} conversation(s) last updated more than {args.older_than} ago")
+    if config.url is not None and not args.dry_run and count:
+        for line in await maintain(config.url, run=args.vacuum):
+            print(line)
+    return 0
+
+
+# -- stats --------------------------------------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    config = resolve_config(args.backend, args.url)
+    if config.url is None:
+        raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
+    stats = asyncio.run(table_stats(config.url, top=args.top))
+    if args.json:
+        sys.stdout.write(orjson.dumps(stats.as_json(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return 0
+    print(f"{mask_url(config.url)} ({stats.engine})")
+    print(f"conversations: {stats.conversations} normalized, {stats.legacy_conversations} legacy")
+    print(f"{'table':<24}{'rows':>12}{'bytes':>16}")
+    for table, rows in stats.rows.items():
+        size = stats.bytes.get(table)
+        print(f"{table:<24}{rows:>12}{'-' if size is None else f'{size:,}':>16}")
+    if stats.largest:
+        print(f"largest conversations (content bytes of messages), top {args.top}:")
+        for cid, messages, items, size in stats.largest:
+            print(f"  {cid}  {messages} messages  {items} context items  {size:,} bytes")
+    if stats.largest_legacy:
+        print(f"largest legacy conversations (all snapshots), top {args.top}:")
+        for cid, snapshots, size in stats.largest_legacy:
+            print(f"  {cid}  {snapshots} snapshots  {size:,} bytes")
+    return 0
+
+
+# -- the parsers --------------------------------------------------------------------------
+
+
+def add_tool_commands(sub: Any) -> None:
+    """Add ``copy``, ``export``, ``import``, ``prune`` and ``stats`` to the
+    subparsers ``sub`` of the ``statestore`` command."""
+    p = sub.add_parser(
+        "copy",
+        help="copy conversations between backends and verify them",
+        description="Copy every conversation from one store to another (any backend to "
+        "any backend), a page at a time, and verify each copy by reading it back. A "
+        "conversation that cannot be read is reported (stderr and --report) and skipped; "
+        "the exit status is then 1. Running again copies only what is new or changed. "
+        "Example: statestore copy --from legacy-blob:postgresql://db/app "
+        "--to postgres:postgresql://db/app",
+    )
+    p.add_argument(
+        "--from",
+        required=True,
+        metavar="NAME:URL",
+        help="the source store, e.g. legacy-blob:sqlite:///old.db",
+    )
+    p.add_argument(
+        "--to", metavar="NAME:URL", help="the target store, e.g. postgres:postgresql://h/db"
+    )
+    p.add_argument("--user", metavar="USER_ID", help="only this user's conversations")
+    p.add_argument(
+        "--dry-run", action="store_true", help="read and validate the source only; no target"
+    )
+    p.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="write nothing: compare source and target (missing, different, extra)",
+    )
+    p.add_argument(
+        "--report",
+        default=DEFAULT_REPORT,
+        metavar="FILE",
+        help=f"JSON-lines file of the conversations not copied or not equal "
+        f"(default: {DEFAULT_REPORT})",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, default=200, metavar="N", help="page size (default 200)"
+    )
+    p.add_argument(
+        "--jobs", type=_positive, default=4, metavar="N", help="conversations in flight (4)"
+    )
+    p.add_argument("--migrate", action="store_true", help="apply migrations to the target first")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler=cmd_copy)
+
+    p = sub.add_parser(
+        "export",
+        help="write conversations to a JSON-lines file",
+        description="Write every conversation (or one user's) to FILE, one JSON object a "
+        'line: {"conversation_id", "user_id", "version", "created_at", "updated_at", '
+        '"state"} where state is the legacy document. Corrupt conversations are '
+        "reported and left out (exit status 1).",
+    )
+    _store_arguments(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="output file (- for stdout)")
+    p.add_argument("--user", metavar="USER_ID", help="only this user's conversations")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="read conversations from a JSON-lines export",
+        description="Write each conversation of an export file to the store with its "
+        "owner and content, unless the store already holds the same; each is read back "
+        "and compared. Bad lines are reported and skipped (exit status 1).",
+    )
+    _store_arguments(p)
+    p.add_argument("file", metavar="FILE", help="a file written by `statestore export` (- stdin)")
+    p.add_argument(
+        "--report",
+        default="statestore-import-report.jsonl",
+        metavar="FILE",
+        help="JSON-lines file of the lines not imported",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler=cmd_import)
+
+    p = sub.add_parser(
+        "prune",
+        help="delete conversations not updated for a while",
+        description="Delete the conversations last updated more than AGE ago (e.g. 30d, "
+        "12h, 2w), a page at a time, printing each one removed; then say how to reclaim "
+        "the space on this engine, or do it with --vacuum.",
+    )
+    _store_arguments(p)
+    p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 90m, 2w")
+    p.add_argument("--user", metavar="USER_ID", help="only this user's conversations")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed only")
+    p.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="then VACUUM and ANALYZE (SQLite) / VACUUM (ANALYZE) the tables (PostgreSQL)",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, default=500, metavar="N", help="page size (default 500)"
+    )
+    p.set_defaults(handler=cmd_prune)
+
+    p = sub.add_parser(
+        "stats",
+        help="rows and bytes per table, the largest conversations",
+        description="Show conversation counts, rows and bytes per table (normalized and "
+        "legacy tables) and the largest conversations of the database at --url.",
+    )
+    _store_arguments(p)
+    p.add_argument(
+        "--top", type=_positive, default=10, metavar="N", help="largest conversations shown"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_stats)

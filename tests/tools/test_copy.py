@@ -1,0 +1,175 @@
+"""Copy and verify: a legacy store with odd and corrupt rows to both normalized
+backends."""
+
+from __future__ import annotations
+
+import pytest
+
+import statestore
+from statestore import AgentState, Message, StatePatch
+from statestore.tools.compare import describe_difference
+from statestore.tools.copy import Problem, copy_conversations, verify_stores
+
+from .conftest import CORRUPT_IDS, assert_arrived, build_legacy
+
+
+async def _copy(src: str, target_name: str, target_url: str) -> tuple[object, list[Problem]]:
+    problems: list[Problem] = []
+    async with (
+        statestore.open_store("legacy-blob", src) as source,
+        statestore.open_store(target_name, target_url) as target,
+    ):
+        stats = await copy_conversations(source, target, batch_size=3, on_problem=problems.append)
+    return stats, problems
+
+
+async def _versions(name: str, url: str) -> dict[str, tuple[int, object]]:
+    async with statestore.open_store(name, url) as store:
+        return {
+            i.conversation_id: (i.version, i.updated_at)
+            for i in await store.list_conversations(limit=1000)
+        }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def normalized_target(request: pytest.FixtureRequest, tmp_path: object) -> tuple[str, str]:
+    """(backend name, URL) of an empty normalized store, on each engine."""
+    if request.param == "postgres":
+        return "postgres", str(request.getfixturevalue("own_pg_url"))
+    return "sqlite", f"sqlite:///{tmp_path}/target.db"
+
+
+async def test_copy_legacy_to_normalized(
+    normalized_target: tuple[str, str], sqlite_url: str
+) -> None:
+    """Every good conversation arrives equal, every bad one is reported with its id and
+    reason, and a second run rewrites nothing."""
+    target_name, target_url = normalized_target
+    good = await build_legacy(sqlite_url)
+
+    stats, problems = await _copy(sqlite_url, target_name, target_url)
+    assert {p.conversation_id for p in problems} == CORRUPT_IDS
+    assert all(p.kind == "corrupt" and p.reason for p in problems)
+    assert stats.copied == len(good) and stats.unchanged == 0  # type: ignore[attr-defined]
+    await assert_arrived((target_name, target_url), good)
+
+    before = await _versions(target_name, target_url)
+    stats, problems = await _copy(sqlite_url, target_name, target_url)
+    assert stats.copied == 0 and stats.unchanged == len(good)  # type: ignore[attr-defined]
+    assert {p.conversation_id for p in problems} == CORRUPT_IDS
+    assert await _versions(target_name, target_url) == before
+
+
+async def test_second_run_copies_only_what_changed(sqlite_url: str, tmp_path: object) -> None:
+    """After a change to one source conversation and a new one, a second run copies
+    exactly those two and leaves the others' versions alone."""
+    target_url = f"sqlite:///{tmp_path}/target.db"
+    await build_legacy(sqlite_url)
+    await _copy(sqlite_url, "sqlite", target_url)
+    before = await _versions("sqlite", target_url)
+    async with statestore.open_store("legacy-blob", sqlite_url) as source:
+        await source.update_state(
+            "owned", StatePatch(append_messages=[Message(role="user", content="more")])
+        )
+        await source.save_state("brand-new", AgentState(user_input="new"))
+    stats, _ = await _copy(sqlite_url, "sqlite", target_url)
+    assert stats.copied == 2  # type: ignore[attr-defined]
+    after = await _versions("sqlite", target_url)
+    changed = {cid for cid in after if after[cid] != before.get(cid)}
+    assert changed == {"owned", "brand-new"}
+
+
+async def test_interrupted_copy_resumes(sqlite_url: str, tmp_path: object) -> None:
+    """A run that stopped half-way (here: the target got only some conversations) is
+    completed by the next run, which copies only the rest."""
+    target_url = f"sqlite:///{tmp_path}/target.db"
+    good = await build_legacy(sqlite_url)
+    async with (
+        statestore.open_store("legacy-blob", sqlite_url) as source,
+        statestore.open_store("sqlite", target_url) as target,
+    ):
+        for cid in list(good)[:3]:
+            state = await source.load_state(cid)
+            await target.save_state(
+                cid, AgentState.from_dict(state.to_dict()), user_id=state.user_id
+            )
+    stats, _ = await _copy(sqlite_url, "sqlite", target_url)
+    assert stats.copied == len(good) - 3 and stats.unchanged == 3  # type: ignore[attr-defined]
+    await assert_arrived(("sqlite", target_url), good)
+
+
+async def test_owner_change_is_carried(sqlite_url: str, tmp_path: object) -> None:
+    """A conversation whose owner differs on the target gets the source's owner."""
+    target_url = f"sqlite:///{tmp_path}/target.db"
+    async with statestore.open_store("legacy-blob", sqlite_url) as source:
+        await source.save_state("c", AgentState(user_input="x"), user_id="new-owner")
+    async with statestore.open_store("sqlite", target_url) as target:
+        await target.save_state("c", AgentState(user_input="x"), user_id="old-owner")
+    stats, problems = await _copy(sqlite_url, "sqlite", target_url)
+    assert problems == [] and stats.copied == 1  # type: ignore[attr-defined]
+    async with statestore.open_store("sqlite", target_url) as target:
+        assert (await target.load_state("c")).user_id == "new-owner"
+
+
+async def test_dry_run_writes_nothing(sqlite_url: str) -> None:
+    """A dry run reads and validates every conversation and reports the corrupt ones."""
+    good = await build_legacy(sqlite_url)
+    problems: list[Problem] = []
+    async with statestore.open_store("legacy-blob", sqlite_url) as source:
+        stats = await copy_conversations(source, None, on_problem=problems.append)
+    assert stats.read == len(good) and stats.copied == 0
+    assert {p.conversation_id for p in problems} == CORRUPT_IDS
+
+
+async def test_verify_only_finds_missing_different_extra(sqlite_url: str, tmp_path: object) -> None:
+    """verify_stores reports a conversation missing on the target, one that differs and
+    one on the target only, and writes nothing."""
+    target_url = f"sqlite:///{tmp_path}/target.db"
+    good = await build_legacy(sqlite_url)
+    await _copy(sqlite_url, "sqlite", target_url)
+    async with statestore.open_store("sqlite", target_url) as target:
+        await target.delete_state("plain")
+        await target.update_state("owned", StatePatch(step_count=99))
+        await target.save_state("only-here", AgentState())
+    before = await _versions("sqlite", target_url)
+    problems: list[Problem] = []
+    async with (
+        statestore.open_store("legacy-blob", sqlite_url) as source,
+        statestore.open_store("sqlite", target_url) as target,
+    ):
+        stats = await verify_stores(source, target, batch_size=4, on_problem=problems.append)
+    found = {(p.conversation_id, p.kind) for p in problems}
+    assert found == {
+        ("plain", "missing"),
+        ("owned", "different"),
+        ("only-here", "extra"),
+        *((cid, "corrupt") for cid in CORRUPT_IDS),
+    }
+    assert stats.unchanged == len(good) - 2
+    assert await _versions("sqlite", target_url) == before
+
+
+async def test_copy_normalized_back_to_legacy(sqlite_url: str, tmp_path: object) -> None:
+    """The way back: a copy from a normalized store to a fresh legacy store is equal."""
+    middle = f"sqlite:///{tmp_path}/middle.db"
+    back = f"sqlite:///{tmp_path}/back.db"
+    good = await build_legacy(sqlite_url)
+    await _copy(sqlite_url, "sqlite", middle)
+    async with (
+        statestore.open_store("sqlite", middle) as source,
+        statestore.open_store("legacy-blob", back) as target,
+    ):
+        stats = await copy_conversations(source, target)
+    assert stats.copied == len(good) and stats.problem_count == 0
+    await assert_arrived(("legacy-blob", back), good)
+
+
+def test_describe_difference_names_the_field() -> None:
+    """The comparison names the first differing field, and 2 == 2.0 but True != 1."""
+    a = AgentState(metadata={"x": [1, 2]})
+    b = AgentState(metadata={"x": [1, 3]})
+    assert describe_difference(a, b) == "state.metadata.x[1]: 2 against 3"
+    assert (
+        describe_difference(AgentState(metadata={"n": 2}), AgentState(metadata={"n": 2.0})) is None
+    )
+    assert describe_difference(AgentState(metadata={"n": True}), AgentState(metadata={"n": 1}))
