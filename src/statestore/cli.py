@@ -15,10 +15,12 @@ from typing import Any
 
 import orjson
 
+from .bench.cli import add_bench_parser
 from .core.config import mask_url, resolve_config, url_scheme
 from .core.errors import StateStoreError
 from .core.query import LoadOptions
 from .core.registry import default_registry, open_store
+from .tools.cli import add_tool_commands
 
 __all__ = ["main", "build_parser", "add_store_arguments", "run_async"]
 
@@ -198,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the legacy JSON document")
     p.set_defaults(handler=cmd_show)
 
+    add_tool_commands(sub)
+    add_bench_parser(sub)
     return parser
 
 
