@@ -19,19 +19,22 @@ call; the call that saw it drop raises BackendUnavailable and changed nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
 from ..core.observe import Observer
 from .sql import migrate as migrations
+from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
 
 __all__ = ["PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
+
+T = TypeVar("T")
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -193,6 +196,13 @@ class PostgresDatabase:
     async def reader(self) -> AsyncIterator[_PgTx]:
         async with self._acquire() as conn:
             yield _PgTx(conn)
+
+    async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
+        if write:
+            async with self.transaction() as tx:
+                return await body(tx)
+        async with self.reader() as tx:
+            return await body(tx)
 
     def ts(self, value: datetime) -> datetime:
         return value

@@ -20,11 +20,11 @@ import contextlib
 import random
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
@@ -34,6 +34,7 @@ from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, 
 from ..core.hookspecs import BackendSpec, hookimpl
 from ..core.observe import Observer
 from .sql import migrate as migrations
+from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
 
 __all__ = ["SqliteBackend", "SqliteDatabase", "sqlite_path"]
@@ -96,6 +97,46 @@ class _SqliteTx:
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._conn.executemany(_sql(sql), rows)
+
+
+class _ThreadTx:
+    """A Tx calling sqlite3 directly, for bodies run whole in the connection's worker
+    thread (``SqliteDatabase.run``): its methods never suspend."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        return self._conn.execute(_sql(sql), args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        # fetchall, not fetchone: an UPDATE ... RETURNING must run to its end.
+        return next(iter(self._conn.execute(_sql(sql), args).fetchall()), None)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return self._conn.execute(_sql(sql), args).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(_sql(sql), rows)
+
+
+T = TypeVar("T")
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run to its end a coroutine whose only awaits are ``_ThreadTx`` calls."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a transaction body awaited something other than its Tx")
+
+
+class _BeginBusy(Exception):
+    """BEGIN IMMEDIATE found the file locked: nothing was done, the body may be retried."""
 
 
 _converted: dict[str, str] = {}
@@ -205,6 +246,32 @@ class SqliteDatabase:
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 1.0)
 
+    async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
+        """Run ``body`` whole in the connection's worker thread (BEGIN IMMEDIATE ...
+        COMMIT around it when ``write``). Each aiosqlite call is a thread hop costing
+        more than a small statement, so an operation takes one hop, not one per
+        statement (append: 0.39 -> 0.13 ms). Uses aiosqlite's private ``_execute``,
+        the queue every aiosqlite call goes through."""
+        conn = self._connection()
+        delay = 0.01
+        async with self._lock:
+            for attempt in range(self.retries + 1):
+                try:
+                    result: T = await conn._execute(  # type: ignore[no-untyped-call]
+                        _run_in_thread, conn._conn, body, write
+                    )
+                    return result
+                except _BeginBusy as busy:
+                    exc = busy.__cause__
+                    assert isinstance(exc, sqlite3.Error)
+                    if attempt == self.retries:
+                        raise _translate(exc, self.path) from exc
+                except sqlite3.Error as exc:
+                    raise _translate(exc, self.path) from exc
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[_SqliteTx]:
         conn = self._connection()
@@ -225,6 +292,29 @@ class SqliteDatabase:
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return jsoncodec.dumps(list(values))
+
+
+def _run_in_thread(
+    conn: sqlite3.Connection, body: Callable[[Tx], Coroutine[Any, Any, T]], write: bool
+) -> T:
+    """``SqliteDatabase.run``'s part in the worker thread."""
+    if write:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise _BeginBusy from exc
+            raise
+    try:
+        result = _drive(body(_ThreadTx(conn)))
+        if write:
+            conn.execute("COMMIT")
+    except BaseException:
+        if write:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

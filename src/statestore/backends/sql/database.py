@@ -7,14 +7,15 @@ timestamps, list parameters, metadata aggregation, bulk inserts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["Database", "Tx"]
 
 Row = Sequence[Any]
+T = TypeVar("T")
 
 
 class Tx(Protocol):
@@ -47,6 +48,12 @@ class Database(Protocol):
 
     def reader(self) -> AbstractAsyncContextManager[Tx]:
         """A connection for reads (no explicit transaction)."""
+        ...
+
+    async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
+        """``body(tx)`` in a ``transaction()`` when ``write``, else a ``reader()``.
+        ``body`` does its I/O through ``tx`` only, so an adapter may run it whole
+        elsewhere (SQLite: in the connection's thread, one hop per operation)."""
         ...
 
     def ts(self, value: datetime) -> Any:

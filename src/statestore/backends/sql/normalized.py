@@ -173,7 +173,9 @@ class NormalizedBackend:
         now = datetime.now(UTC)
         n_msgs = len(plan.append_messages)
         n_items = len(plan.add_items)
-        async with db.transaction() as tx:
+
+        # A closure run by db.run (SQLite runs it whole in its connection's thread).
+        async def body(tx: Tx) -> tuple[tuple[Any, ...], int, int]:
             row = await self._update_state_row(
                 tx, conversation_id, plan, user_id, expected_version, now
             )
@@ -278,6 +280,10 @@ class NormalizedBackend:
                     UPSERT_METADATA,
                     [(conversation_id, key, value) for key, value in plan.set_metadata.items()],
                 )
+            return (version, message_count, next_item_id, owner, created_at), first_seq, first_item
+
+        result, first_seq, first_item = await db.run(body, write=True)
+        version, message_count, next_item_id, owner, created_at = result
         return (
             (version, message_count, next_item_id, owner, db.ts_out(created_at), now),
             first_seq,
@@ -343,7 +349,8 @@ class NormalizedBackend:
         if not isinstance(options, LoadOptions):
             raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
         db = self._db
-        async with db.reader() as tx:
+
+        async def body(tx: Tx) -> tuple[AgentState, list[Message], list[ContextItem], Any]:
             p = _Params(conversation_id)
             sql = (
                 "SELECT user_id, user_input, focus_areas, step_count, last_tool_result, "
@@ -365,6 +372,9 @@ class NormalizedBackend:
                 )
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptState(conversation_id, str(exc)) from exc
+            return state, messages, items, metadata_json
+
+        state, messages, items, metadata_json = await db.run(body, write=False)
         state._snapshot = Snapshot(
             conversation_id=conversation_id,
             messages=tuple(state.conversation_history),
