@@ -14,7 +14,10 @@ that need an optional ability (``BackendSpec.capabilities``) skip, visibly, on a
 backend that does not declare it.
 """
 
+from .access import *  # noqa: F403
 from .concurrency import *  # noqa: F403
 from .loading import *  # noqa: F403
+from .observe import *  # noqa: F403
 from .roundtrip import *  # noqa: F403
+from .versions import *  # noqa: F403
 from .writes import *  # noqa: F403
