@@ -17,10 +17,10 @@ from typing import IO, Any
 import orjson
 
 from ..core.backend import ConversationInfo, StorageBackend
-from ..core.config import mask_url, resolve_config
+from ..core.config import mask_url, resolve_config, url_scheme
 from ..core.errors import StateStoreError
 from ..core.registry import default_registry
-from .copy import CopyStats, Problem, count_conversations, copy_conversations, verify_stores
+from .copy import CopyStats, Problem, copy_conversations, count_conversations, verify_stores
 from .lifecycle import (
     export_conversations,
     import_conversations,
@@ -52,13 +52,20 @@ def _store_arguments(p: argparse.ArgumentParser) -> None:
     add_store_arguments(p)
 
 
-def _open_spec(spec: str, option: str, migrate: bool | None) -> tuple[StorageBackend, str]:
+def _open_spec(
+    spec: str, option: str, migrate: bool | None, *, must_exist: bool = False
+) -> tuple[StorageBackend, str]:
     """The unopened store for ``NAME:URL`` and a masked label for messages."""
     from ..backends.dual import split_target
+    from ..backends.sqlite import sqlite_path
 
     name, url = split_target(spec)
     if url is None:
         raise StateStoreError(f"{option} needs NAME:URL, e.g. postgres:postgresql://host/db")
+    default_registry().get(name)  # an unknown name is the first thing to say
+    if must_exist and url_scheme(url) == "sqlite" and not sqlite_path(url).exists():
+        # Opening would create (and migrate) an empty file: surely a typo.
+        raise StateStoreError(f"{option}: SQLite file {sqlite_path(url)} does not exist")
     return default_registry().open_store(name, url, migrate=migrate), f"{name}:{mask_url(url)}"
 
 
@@ -104,39 +111,43 @@ def cmd_copy(args: argparse.Namespace) -> int:
         raise StateStoreError("--to NAME:URL is required (except with --dry-run)")
     if args.to is not None and args.to == getattr(args, "from"):
         raise StateStoreError("--from and --to name the same store")
-    return asyncio.run(_copy(args))
+    try:
+        report = open(args.report, "wb")  # noqa: SIM115  # closed by the with below
+    except OSError as exc:
+        raise StateStoreError(f"cannot write the report {args.report}: {exc.strerror}") from exc
+    with report:
+        return asyncio.run(_copy(args, report))
 
 
-async def _copy(args: argparse.Namespace) -> int:
-    source, source_label = _open_spec(getattr(args, "from"), "--from", None)
+async def _copy(args: argparse.Namespace, report: IO[bytes]) -> int:
+    source, source_label = _open_spec(getattr(args, "from"), "--from", None, must_exist=True)
     target = label = None
     if args.to is not None and not args.dry_run:
         target, label = _open_spec(args.to, "--to", True if args.migrate else None)
     report_path = args.report
-    with open(report_path, "wb") as report:
-        async with source:
-            total = await count_conversations(source, user_id=args.user)
-            verb = "verified" if args.verify_only else "validated" if args.dry_run else "copied"
-            progress = None if args.quiet else Progress(verb, total)
-            reporter = _Reporter(report, progress)
-            tick = progress.advance if progress is not None else None
-            common: dict[str, Any] = {
-                "user_id": args.user,
-                "batch_size": args.batch_size,
-                "jobs": args.jobs,
-                "on_problem": reporter,
-                "tick": tick,
-            }
-            if target is None:
-                stats = await copy_conversations(source, None, **common)
-            else:
-                async with target:
-                    if args.verify_only:
-                        stats = await verify_stores(source, target, **common)
-                    else:
-                        stats = await copy_conversations(source, target, **common)
-            if progress is not None:
-                progress.finish()
+    async with source:
+        total = await count_conversations(source, user_id=args.user)
+        verb = "verified" if args.verify_only else "validated" if args.dry_run else "copied"
+        progress = None if args.quiet else Progress(verb, total)
+        reporter = _Reporter(report, progress)
+        tick = progress.advance if progress is not None else None
+        common: dict[str, Any] = {
+            "user_id": args.user,
+            "batch_size": args.batch_size,
+            "jobs": args.jobs,
+            "on_problem": reporter,
+            "tick": tick,
+        }
+        if target is None:
+            stats = await copy_conversations(source, None, **common)
+        else:
+            async with target:
+                if args.verify_only:
+                    stats = await verify_stores(source, target, **common)
+                else:
+                    stats = await copy_conversations(source, target, **common)
+        if progress is not None:
+            progress.finish()
     where = f"{source_label} -> {label}" if label else source_label
     return _finish(stats, reporter, report_path, f"{verb} {where}")
 
@@ -145,36 +156,34 @@ async def _copy(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    return asyncio.run(_export(args))
+    if args.out == "-":
+        return asyncio.run(_export(args, sys.stdout.buffer))
+    partial = Path(f"{args.out}.partial")
+    try:
+        with open(partial, "wb") as out:
+            status = asyncio.run(_export(args, out))
+        os.replace(partial, args.out)  # never a half-written FILE
+    except OSError as exc:
+        raise StateStoreError(f"cannot write {args.out}: {exc.strerror}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return status
 
 
-async def _export(args: argparse.Namespace) -> int:
+async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
     config = resolve_config(args.backend, args.url)
     store = default_registry().open_store(config.backend, config.url)
     to_stdout = args.out == "-"
-    partial = Path(f"{args.out}.partial")
     progress = None if args.quiet or to_stdout else Progress("exported")
     reporter = _Reporter(None, progress)
     async with store:
-        if to_stdout:
-            stats = await export_conversations(
-                store, sys.stdout.buffer, user_id=args.user, on_problem=reporter
-            )
-        else:
-            try:
-                with open(partial, "wb") as out:
-                    stats = await export_conversations(
-                        store,
-                        out,
-                        user_id=args.user,
-                        on_problem=reporter,
-                        tick=progress.advance if progress else None,
-                    )
-                os.replace(partial, args.out)  # never a half-written FILE
-            except OSError as exc:
-                raise StateStoreError(f"cannot write {args.out}: {exc.strerror}") from exc
-            finally:
-                partial.unlink(missing_ok=True)
+        stats = await export_conversations(
+            store,
+            out,
+            user_id=args.user,
+            on_problem=reporter,
+            tick=progress.advance if progress else None,
+        )
     if progress is not None:
         progress.finish()
     if to_stdout:
@@ -184,23 +193,24 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    return asyncio.run(_import(args))
+    try:
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        report = open(args.report, "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise StateStoreError(f"cannot open {exc.filename}: {exc.strerror}") from exc
+    with source, report:
+        return asyncio.run(_import(args, source, report))
 
 
-async def _import(args: argparse.Namespace) -> int:
+async def _import(args: argparse.Namespace, source: IO[bytes], report: IO[bytes]) -> int:
     config = resolve_config(args.backend, args.url)
     store = default_registry().open_store(config.backend, config.url)
     progress = None if args.quiet else Progress("imported")
-    try:
-        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise StateStoreError(f"cannot read {args.file}: {exc.strerror}") from exc
-    with source, open(args.report, "wb") as report:
-        reporter = _Reporter(report, progress)
-        async with store:
-            stats = await import_conversations(
-                store, source, on_problem=reporter, tick=progress.advance if progress else None
-            )
+    reporter = _Reporter(report, progress)
+    async with store:
+        stats = await import_conversations(
+            store, source, on_problem=reporter, tick=progress.advance if progress else None
+        )
     if progress is not None:
         progress.finish()
     return _finish(stats, reporter, args.report, f"imported {args.file}")

@@ -1,0 +1,151 @@
+"""The copy, export, import, prune and stats commands, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+import statestore
+from statestore import AgentState
+from statestore.cli import main
+from statestore.testing.plugin import _admin
+
+from .conftest import CORRUPT_IDS, assert_arrived, build_legacy
+
+COMMANDS = ["copy", "export", "import", "prune", "stats"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command has a --help that says what it does and shows an option."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: statestore {command}" in out and len(out) > 400
+
+
+def test_copy_to_postgres(
+    sqlite_url: str, own_pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """copy legacy-blob → postgres: good ones arrive, corrupt ones are in the report
+    and on stderr, exit status 1; a second run copies nothing; --verify-only agrees."""
+    good = asyncio.run(build_legacy(sqlite_url))
+    report = tmp_path / "report.jsonl"
+    args = ["--from", f"legacy-blob:{sqlite_url}", "--to", f"postgres:{own_pg_url}"]
+    args += ["--report", str(report), "--batch-size", "4"]
+    assert main(["copy", *args]) == 1
+    out, err = capsys.readouterr()
+    assert f"copied {len(good)}" in out
+    assert all(f"corrupt: {cid}:" in err for cid in CORRUPT_IDS)
+    lines = [orjson.loads(x) for x in report.read_bytes().splitlines()]
+    assert {x["conversation_id"] for x in lines} == CORRUPT_IDS
+    assert all(x["problem"] == "corrupt" and x["reason"] for x in lines)
+    asyncio.run(assert_arrived(("postgres", own_pg_url), good))
+
+    assert main(["copy", *args]) == 1
+    assert f"copied 0, unchanged {len(good)}" in capsys.readouterr().out
+    assert main(["copy", *args, "--verify-only"]) == 1
+    assert f"unchanged {len(good)}, corrupt {len(CORRUPT_IDS)}" in capsys.readouterr().out
+
+
+def test_copy_clean_store_exits_zero(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With nothing corrupt the exit status is 0 and the report is empty; a dry run
+    reads without creating the target."""
+
+    async def fill() -> None:
+        async with statestore.open_store("legacy-blob", sqlite_url) as store:
+            for i in range(5):
+                await store.save_state(f"c{i}", AgentState(user_input=str(i)))
+
+    asyncio.run(fill())
+    report = tmp_path / "r.jsonl"
+    target = tmp_path / "t.db"
+    base = ["copy", "--from", f"legacy-blob:{sqlite_url}", "--report", str(report)]
+    assert main([*base, "--to", f"sqlite:sqlite:///{target}", "--dry-run"]) == 0
+    assert not target.exists()
+    assert "validated" in capsys.readouterr().out
+    assert main([*base, "--to", f"sqlite:sqlite:///{target}"]) == 0
+    assert report.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["copy", "--from", "legacy-blob:sqlite:///nowhere/x.db", "--to", "sqlite"],
+            "does not exist",
+        ),
+        (["copy", "--from", "legacy-blob:sqlite:///a.db"], "--to NAME:URL is required"),
+        (
+            ["copy", "--from", "nosuch:sqlite:///a.db", "--to", "sqlite:sqlite:///b.db"],
+            "no statestore backend named 'nosuch'",
+        ),
+        (["prune", "--older-than", "soon", "--url", "sqlite:///x.db"], "older-than"),
+        (["stats", "--url", "sqlite:///nowhere/x.db"], "does not exist"),
+        (["import", "nowhere.jsonl", "--url", "sqlite:///x.db"], "cannot open"),
+    ],
+)
+def test_errors_are_one_line(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user error is one line on stderr and exit status 2."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("statestore: error:")
+
+
+def test_export_import_via_postgres(
+    sqlite_url: str, own_pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export to a file, import into PostgreSQL: every good conversation arrives."""
+    good = asyncio.run(build_legacy(sqlite_url))
+    out = tmp_path / "dump.jsonl"
+    assert main(["export", "--backend", "legacy-blob", "--url", sqlite_url, "--out", str(out)]) == 1
+    assert len(out.read_bytes().splitlines()) == len(good)
+    assert not Path(f"{out}.partial").exists()
+    report = tmp_path / "import.jsonl"
+    argv = ["import", str(out), "--url", own_pg_url, "--report", str(report)]
+    assert main(argv) == 0
+    asyncio.run(assert_arrived(("postgres", own_pg_url), good))
+    assert main(argv) == 0
+    assert f"copied 0, unchanged {len(good)}" in capsys.readouterr().out
+
+
+def test_prune_and_stats_on_postgres(own_pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """prune --vacuum removes the old conversations on PostgreSQL and vacuums; stats
+    --json counts what is left."""
+
+    async def fill() -> None:
+        async with statestore.open_store("postgres", own_pg_url) as store:
+            for i in range(4):
+                await store.save_state(f"p{i}", AgentState(user_input="x"))
+
+    asyncio.run(fill())
+    asyncio.run(
+        _admin(
+            own_pg_url,
+            "UPDATE conversation_states SET updated_at = "
+            "'2020-01-01' WHERE conversation_id IN ('p0', 'p2')",
+        )
+    )
+    assert main(["prune", "--url", own_pg_url, "--older-than", "30d", "--dry-run"]) == 0
+    assert "would remove 2" in capsys.readouterr().out
+    assert main(["prune", "--url", own_pg_url, "--older-than", "30d", "--vacuum"]) == 0
+    out = capsys.readouterr().out
+    assert "removed p0" in out and "removed p2" in out and "VACUUM (ANALYZE) done" in out
+    assert main(["stats", "--url", own_pg_url, "--json"]) == 0
+    stats = orjson.loads(capsys.readouterr().out)
+    assert stats["conversations"] == 2
+    assert stats["tables"]["conversation_states"]["rows"] == 2
+    assert stats["tables"]["conversation_states"]["bytes"] > 0
