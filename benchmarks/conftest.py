@@ -46,6 +46,31 @@ def bench_targets() -> list[Target]:
     return [*targets, Target(RAW, "sqlite"), Target(RAW, "postgresql")]
 
 
+def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, Any]) -> None:
+    """The machine facts the README's results section quotes."""
+    machine_info["nproc"] = os.cpu_count()
+    machine_info["postgresql"] = _postgres_version()
+
+
+def _postgres_version() -> str | None:
+    from statestore.testing.plugin import DEFAULT_SERVER
+
+    async def query() -> str:
+        import asyncpg
+
+        server = os.environ.get("STATESTORE_TEST_POSTGRES_URL", DEFAULT_SERVER)
+        conn = await asyncpg.connect(server, timeout=5)
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(query())
+    except Exception:  # no server: the report says so
+        return None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bench_target" in metafunc.fixturenames:
         targets = bench_targets()

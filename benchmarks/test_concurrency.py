@@ -23,6 +23,8 @@ def test_concurrency(
         pytest.skip("the raw baseline is a single connection: not run concurrently")
     bench = benchmark
     bench.group = f"concurrency-{users}"
+    target = subject.target
+    bench.extra_info.update(scenario="concurrency", target=target.id, engine=target.engine)
     outcome: dict[str, object] = {}
 
     def run() -> None:

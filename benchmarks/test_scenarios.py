@@ -29,6 +29,8 @@ def test_scenario(
     if reason is not None:
         pytest.skip(reason)
     bench.group = f"{scenario}-{size}"
+    target = subject.target
+    bench.extra_info.update(scenario=scenario, size=size, target=target.id, engine=target.engine)
     prepared = runner.run(definition.prepare(subject, size))
     bench.extra_info.update(prepared.extra)
     max_rounds = prepared.max_rounds

@@ -237,6 +237,7 @@ async def _postgres_database(server: str | None) -> AsyncIterator[str | None]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        print(f"PostgreSQL: ran in the database {name}, now dropped", file=sys.stderr)
 
 
 # -- output -----------------------------------------------------------------------------
