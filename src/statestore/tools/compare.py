@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from ..core.model import AgentState
 
 __all__ = ["content_of", "describe_difference", "fresh_copy"]
+
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 def content_of(state: AgentState) -> dict[str, Any]:
@@ -50,7 +54,10 @@ def _short(value: Any) -> str:
 def describe_difference(a: AgentState, b: AgentState) -> str | None:
     """None when ``a`` and ``b`` hold the same owner and content, else the first
     difference, e.g. ``state.conversation_history[3].content: 'x' against 'y'``."""
-    found = _first_difference(content_of(a), content_of(b), "")
+    left, right = content_of(a), content_of(b)
+    if orjson.dumps(left, option=_SORTED) == orjson.dumps(right, option=_SORTED):
+        return None  # the fast path: byte-equal JSON
+    found = _first_difference(left, right, "")
     return found[1:] if found else None
 
 
