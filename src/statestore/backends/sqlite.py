@@ -282,7 +282,9 @@ class SqliteDatabase:
                 raise _translate(exc, self.path) from exc
 
     def ts(self, value: datetime) -> str:
-        return value.strftime(_TS_FORMAT)
+        # Values are UTC (validated), so this is _TS_FORMAT's text at half the cost of
+        # strftime: a full save formats one per message.
+        return value.isoformat(timespec="microseconds")
 
     def ts_out(self, value: Any) -> datetime:
         return datetime.fromisoformat(value)
