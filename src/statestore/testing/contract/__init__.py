@@ -16,6 +16,7 @@ backend that does not declare it.
 
 from .access import *  # noqa: F403
 from .concurrency import *  # noqa: F403
+from .hostile import *  # noqa: F403
 from .loading import *  # noqa: F403
 from .observe import *  # noqa: F403
 from .roundtrip import *  # noqa: F403
