@@ -94,3 +94,15 @@ def test_setup_is_two_commands_that_exist() -> None:
         path = ROOT / program
         assert path.is_file() and os.access(path, os.X_OK), f"{program} is not an executable file"
         assert path.read_text().startswith("#!/usr/bin/env bash"), program
+
+
+def test_demo_runs_a_real_command() -> None:
+    """./demo ends by running a `statestore` command line the parser accepts."""
+    from statestore.cli import build_parser
+
+    lines = [ln for ln in (ROOT / "demo").read_text().splitlines() if "bin/statestore" in ln]
+    assert len(lines) == 1, lines
+    args = lines[0].split("bin/statestore", 1)[1].replace('"$@"', "").split()
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "bench"
+    assert parsed.quick is True
