@@ -276,6 +276,24 @@ def test_show_json_is_the_legacy_document(
     assert json.loads(capsys.readouterr().out) == state.to_dict()
 
 
+def test_show_legacy_blob(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`show --backend legacy-blob` reads the old layout from the same kind of URL."""
+    url = f"sqlite:///{tmp_path}/legacy.db"
+
+    async def save() -> None:
+        async with statestore.open_store("legacy-blob", url) as store:
+            await store.save_state("old-1", _conversation())
+
+    asyncio.run(save())
+    assert main(["show", "old-1", "--backend", "legacy-blob", "--url", url, "--last", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(last 2 of 3 messages)" in out
+    assert "third answer" in out
+    # The normalized backend does not see the legacy rows.
+    assert main(["show", "old-1", "--url", url]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
 def test_show_reads_the_environment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,10 +48,11 @@ async def _pragma(store: object, name: str) -> object:
     return row[0]
 
 
-async def test_pragmas_on_the_store_connection(sqlite_url: str) -> None:
-    """The connection the store uses has WAL, foreign keys, NORMAL sync and a busy
-    timeout set."""
-    async with statestore.open_store("sqlite", sqlite_url) as store:
+@pytest.mark.parametrize("backend", ["sqlite", "legacy-blob"])
+async def test_pragmas_on_the_store_connection(sqlite_url: str, backend: str) -> None:
+    """The connection the store uses (legacy-blob on SQLite too) has WAL, foreign keys,
+    NORMAL sync and a busy timeout set."""
+    async with statestore.open_store(backend, sqlite_url) as store:
         assert await _pragma(store, "journal_mode") == "wal"
         assert await _pragma(store, "foreign_keys") == 1
         assert await _pragma(store, "synchronous") == 1  # NORMAL
