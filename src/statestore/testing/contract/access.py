@@ -4,6 +4,7 @@ validation policy: bad input raises ValidationError and writes nothing."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -185,11 +186,12 @@ class TestListing(ContractTest):
         """A user with no conversations gets an empty list."""
         assert await store.list_conversations(user_id=new_id("user")) == []
 
-    @pytest.mark.parametrize("bad", [{"limit": 0}, {"limit": -1}, {"after": ""}, {"user_id": 5}])
-    async def test_bad_listing_arguments(self, store: StorageBackend, bad: dict[str, Any]) -> None:
+    async def test_bad_listing_arguments(self, store: StorageBackend) -> None:
         """A limit below 1 or a malformed id raises ValidationError."""
-        with pytest.raises(ValidationError):
-            await store.list_conversations(**bad)
+        bad: list[dict[str, Any]] = [{"limit": 0}, {"limit": -1}, {"after": ""}, {"user_id": 5}]
+        for arguments in bad:
+            with pytest.raises(ValidationError):
+                await store.list_conversations(**arguments)
 
 
 BAD_TEXT = ["a\x00b", "\x00", "lone \ud800 surrogate"]
@@ -209,26 +211,25 @@ class TestValidation(ContractTest):
     """Bad values (NUL characters, lone surrogates, wrong types) raise ValidationError
     on every backend before any I/O, and nothing is written."""
 
-    @pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "only-nul", "surrogate"])
-    async def test_bad_text_in_a_new_state(self, store: StorageBackend, text: str) -> None:
-        """Each state field holding bad text is refused; the conversation is not
-        created."""
-        for field, state in _bad_states(text).items():
-            cid = new_id()
-            with pytest.raises(ValidationError):
-                await store.save_state(cid, state)
-            with pytest.raises(ConversationNotFound):
-                await store.load_state(cid)
-            assert field  # named in the failure above
+    async def test_bad_text_in_a_new_state(self, store: StorageBackend) -> None:
+        """Each state field holding NUL or a lone surrogate is refused (the error names
+        the field); the conversation is not created."""
+        for text in BAD_TEXT:
+            for field, state in _bad_states(text).items():
+                cid = new_id()
+                with pytest.raises(ValidationError) as raised:
+                    await store.save_state(cid, state)
+                assert raised.value.field.startswith(field.split()[0]), (field, raised.value)
+                with pytest.raises(ConversationNotFound):
+                    await store.load_state(cid)
 
-    @pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "only-nul", "surrogate"])
-    async def test_bad_text_in_a_loaded_state(self, store: StorageBackend, text: str) -> None:
+    async def test_bad_text_in_a_loaded_state(self, store: StorageBackend) -> None:
         """A loaded state changed to hold bad text (next to valid appends) is refused and
         the stored state stays as it was."""
         cid = new_id()
         await store.save_state(cid, rich_state())
         before = await store.load_state(cid)
-        for field in ("user_input", "metadata"):
+        for text, field in [(t, f) for t in BAD_TEXT for f in ("user_input", "metadata")]:
             state = await store.load_state(cid)
             state.conversation_history.append(message(50))
             if field == "user_input":
@@ -242,21 +243,21 @@ class TestValidation(ContractTest):
         after = await store.load_state(cid)
         assert after == before and after.version == 1
 
-    @pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "only-nul", "surrogate"])
-    async def test_bad_ids(self, store: StorageBackend, text: str) -> None:
+    async def test_bad_ids(self, store: StorageBackend) -> None:
         """A conversation id or user id with bad text is refused by every operation."""
-        calls: list[Callable[[], Awaitable[object]]] = [
-            lambda: store.save_state(text, AgentState()),
-            lambda: store.save_state(new_id(), AgentState(), user_id=text),
-            lambda: store.load_state(text),
-            lambda: store.update_state(text, StatePatch()),
-            lambda: store.delete_state(text),
-            lambda: store.list_conversations(user_id=text),
-            lambda: store.list_conversations(after=text),
-        ]
-        for call in calls:
-            with pytest.raises(ValidationError):
-                await call()
+        for text in BAD_TEXT:
+            calls: list[Callable[[], Awaitable[object]]] = [
+                partial(store.save_state, text, AgentState()),
+                partial(store.save_state, new_id(), AgentState(), user_id=text),
+                partial(store.load_state, text),
+                partial(store.update_state, text, StatePatch()),
+                partial(store.delete_state, text),
+                partial(store.list_conversations, user_id=text),
+                partial(store.list_conversations, after=text),
+            ]
+            for call in calls:
+                with pytest.raises(ValidationError):
+                    await call()
 
     @pytest.mark.parametrize(
         "field",
@@ -280,9 +281,10 @@ class TestValidation(ContractTest):
             else:
                 StatePatch(**{field: values[field]})
 
-    @pytest.mark.parametrize(
-        "state",
-        [
+    async def test_bad_values_write_nothing(self, store: StorageBackend) -> None:
+        """Out-of-range ints, non-finite floats, non-JSON values and wrong types raise
+        ValidationError and create nothing."""
+        bad_states = [
             AgentState(step_count=-1),
             AgentState(step_count=2**63),
             AgentState(step_count=True),
@@ -294,17 +296,14 @@ class TestValidation(ContractTest):
             AgentState(metadata=[]),  # type: ignore[arg-type]
             AgentState(conversation_history=["not a message"]),  # type: ignore[list-item]
             AgentState(memory_context=[{"content": "x"}]),  # type: ignore[list-item]
-        ],
-        ids=lambda s: repr(s)[:60],
-    )
-    async def test_bad_values_write_nothing(self, store: StorageBackend, state: AgentState) -> None:
-        """Out-of-range ints, non-finite floats, non-JSON values and wrong types raise
-        ValidationError and create nothing."""
-        cid = new_id()
-        with pytest.raises(ValidationError):
-            await store.save_state(cid, state)
-        with pytest.raises(ConversationNotFound):
-            await store.load_state(cid)
+            "not a state",
+        ]
+        for state in bad_states:
+            cid = new_id()
+            with pytest.raises(ValidationError):
+                await store.save_state(cid, state)  # type: ignore[arg-type]
+            with pytest.raises(ConversationNotFound):
+                await store.load_state(cid)
 
     async def test_too_deep_json(self, store: StorageBackend) -> None:
         """JSON nested deeper than 64 levels (or a cycle) is refused."""

@@ -62,12 +62,12 @@ class TestObservability(ContractTest):
         count."""
         recorder = Recorder()
         registry = _registry_with(recorder)
-        cid = new_id()
+        cid, user = new_id(), new_id("user")
         async with registry.open_store(backend_target.backend, store_url) as store:
-            await store.save_state(cid, AgentState(conversation_history=[message(0)]))
+            await store.save_state(cid, AgentState(conversation_history=[message(0)]), user_id=user)
             await store.load_state(cid)
             await store.update_state(cid, StatePatch(append_messages=[message(1)]))
-            await store.list_conversations(after=cid[:-1], limit=5)
+            await store.list_conversations(user_id=user, limit=5)
             await store.delete_state(cid)
         reported = recorder.take()
         # A backend built on others (dual) may report its parts' operations too, under
