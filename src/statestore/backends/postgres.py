@@ -98,6 +98,12 @@ class _PgTx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, rows)
 
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        # COPY: the fastest bulk insert (executemany costs about a round trip per row).
+        await self._conn.copy_records_to_table(table, columns=columns, records=rows)
+
 
 async def _keep_session(conn: Any) -> None:
     """Pool release without asyncpg's default reset query (one round trip per

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import re
 import sqlite3
@@ -98,6 +99,11 @@ class _SqliteTx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._conn.executemany(_sql(sql), rows)
 
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        await self.executemany(_insert_sql(table, tuple(columns)), rows)
+
 
 class _ThreadTx:
     """A Tx calling sqlite3 directly, for bodies run whole in the connection's worker
@@ -121,6 +127,11 @@ class _ThreadTx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._conn.executemany(_sql(sql), rows)
 
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        self._conn.executemany(_insert_sql(table, tuple(columns)), rows)
+
 
 T = TypeVar("T")
 
@@ -137,6 +148,13 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T:
 
 class _BeginBusy(Exception):
     """BEGIN IMMEDIATE found the file locked: nothing was done, the body may be retried."""
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """The INSERT ``copy_rows`` runs (executemany is SQLite's bulk path)."""
+    values = ", ".join(f"?{i}" for i in range(1, len(columns) + 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
 
 
 _converted: dict[str, str] = {}

@@ -31,6 +31,12 @@ class Tx(Protocol):
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
+    async def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert many rows by the engine's fastest bulk path."""
+        ...
+
 
 class Database(Protocol):
     """A connected database of one engine."""

