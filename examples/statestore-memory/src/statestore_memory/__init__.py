@@ -55,6 +55,7 @@ class _Record:
     owner: str | None
     document: str  # AgentState.to_dict() as JSON
     item_ids: list[int]  # ids of memory_context, in order
+    message_count: int
     next_item_id: int  # ids are never reused
     version: int
     created_at: datetime
@@ -147,7 +148,7 @@ class MemoryBackend:
         expected_version = check_optional_int(expected_version, "expected_version")
         plan = plan_save(state, conversation_id)
         record, first_item_id = await self._write(conversation_id, plan, user_id, expected_version)
-        message_count = len(record.state().conversation_history)
+        message_count = record.message_count
         after_save(
             state,
             conversation_id,
@@ -177,9 +178,8 @@ class MemoryBackend:
         expected_version = check_optional_int(expected_version, "expected_version")
         plan = plan_patch(patch)
         record, _ = await self._write(conversation_id, plan, user_id, expected_version)
-        message_count = len(record.state().conversation_history)
         self._observer.done("update_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, record.version, message_count, record.updated_at)
+        return SaveResult(conversation_id, record.version, record.message_count, record.updated_at)
 
     async def _write(
         self, conversation_id: str, plan: WritePlan, user_id: str | None, expected: int | None
@@ -205,6 +205,7 @@ class MemoryBackend:
                 owner=owner,
                 document=jsoncodec.dumps(new.to_dict()),
                 item_ids=[c.item_id for c in new.memory_context if c.item_id is not None],
+                message_count=len(new.conversation_history),
                 next_item_id=first_id + len(plan.add_items),
                 version=version + 1,
                 created_at=created_at,
@@ -236,10 +237,14 @@ class MemoryBackend:
             record = self._data[cid]
             if (after is not None and cid <= after) or (user_id and record.owner != user_id):
                 continue
-            count = len(jsoncodec.loads(record.document)["conversation_history"])
             result.append(
                 ConversationInfo(
-                    cid, record.owner, record.version, count, record.created_at, record.updated_at
+                    cid,
+                    record.owner,
+                    record.version,
+                    record.message_count,
+                    record.created_at,
+                    record.updated_at,
                 )
             )
             if len(result) == limit:
