@@ -21,17 +21,17 @@ def test_concurrency(
     """Every turn of every user succeeds and every appended message is stored."""
     if subject.target.backend == RAW:
         pytest.skip("the raw baseline is a single connection: not run concurrently")
-    bench = benchmark
-    bench.group = f"concurrency-{users}"
+
+    benchmark.group = f"concurrency-{users}"
     target = subject.target
-    bench.extra_info.update(scenario="concurrency", target=target.id, engine=target.engine)
+    benchmark.extra_info.update(scenario="concurrency", target=target.id, engine=target.engine)
     outcome: dict[str, object] = {}
 
     def run() -> None:
         outcome.update(runner.run(run_concurrency(subject, users, TURNS)))
 
-    bench.pedantic(run, rounds=1, iterations=1)
-    bench.extra_info.update(outcome)
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(outcome)
     assert outcome["errors"] == 0, outcome["first_error"]
     assert outcome["lost_writes"] == 0
     assert outcome["turns"] == users * TURNS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import QUICK, SIZES
+from conftest import QUICK, SIZES, LoopClock
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from statestore.bench import SCENARIOS, Subject
@@ -23,16 +23,18 @@ def test_scenario(
     benchmark: BenchmarkFixture, subject: Subject, runner: asyncio.Runner, scenario: str, size: int
 ) -> None:
     """The scenario runs on this target and leaves exactly the expected data."""
-    bench = benchmark  # pytest-benchmark's fixture
+
     definition = SCENARIOS[scenario]
     reason = definition.skip(subject.target, size)
     if reason is not None:
         pytest.skip(reason)
-    bench.group = f"{scenario}-{size}"
+    benchmark.group = f"{scenario}-{size}"
     target = subject.target
-    bench.extra_info.update(scenario=scenario, size=size, target=target.id, engine=target.engine)
+    benchmark.extra_info.update(
+        scenario=scenario, size=size, target=target.id, engine=target.engine
+    )
     prepared = runner.run(definition.prepare(subject, size))
-    bench.extra_info.update(prepared.extra)
+    benchmark.extra_info.update(prepared.extra)
     max_rounds = prepared.max_rounds
     first = 0.0
     if prepared.warmup:
@@ -43,10 +45,13 @@ def test_scenario(
     def before() -> None:
         runner.run(prepared.before())
 
-    def run() -> None:
-        runner.run(prepared.run())
+    clock = LoopClock()
+    clock.install(benchmark)
 
-    bench.pedantic(run, setup=before, rounds=rounds, iterations=1)
+    def run() -> None:
+        runner.run(clock.timed(prepared.run))
+
+    benchmark.pedantic(run, setup=before, rounds=rounds, iterations=1)
     if prepared.after is not None:
-        bench.extra_info.update(runner.run(prepared.after()))
+        benchmark.extra_info.update(runner.run(prepared.after()))
     runner.run(prepared.check())
