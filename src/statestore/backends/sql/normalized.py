@@ -46,13 +46,29 @@ INSERT_ITEM = (
 _INSERT_TARGET = {
     INSERT_MESSAGE: (
         "conversation_messages",
-        ("conversation_id", "seq", "role", "content", "message_type", "tool_name")
-        + ("created_at", "metadata"),
+        (
+            "conversation_id",
+            "seq",
+            "role",
+            "content",
+            "message_type",
+            "tool_name",
+            "created_at",
+            "metadata",
+        ),
     ),
     INSERT_ITEM: (
         "memory_context_items",
-        ("conversation_id", "item_id", "source", "content", "relevance_score", "context_type")
-        + ("created_at", "metadata"),
+        (
+            "conversation_id",
+            "item_id",
+            "source",
+            "content",
+            "relevance_score",
+            "context_type",
+            "created_at",
+            "metadata",
+        ),
     ),
 }
 UPSERT_METADATA = (
@@ -186,6 +202,27 @@ class NormalizedBackend:
         now = datetime.now(UTC)
         n_msgs = len(plan.append_messages)
         n_items = len(plan.add_items)
+        if (
+            db.engine == "postgresql"
+            and not plan.replace
+            and plan.truncate_from is None
+            and not (plan.add_items or plan.remove_item_ids)
+            and not (plan.set_metadata or plan.delete_metadata)
+        ):
+            fast = await db.run(
+                lambda tx: self._append_in_one_statement(
+                    tx, conversation_id, plan, user_id, expected_version, now
+                ),
+                write=False,  # one statement: atomic on its own
+            )
+            if fast is not None:
+                version, message_count, next_item_id, owner, created_at = fast
+                return (
+                    (version, message_count, next_item_id, owner, db.ts_out(created_at), now),
+                    message_count - n_msgs,
+                    next_item_id,
+                )
+            # No row matched: the transaction below finds out why and raises.
 
         # A closure run by db.run (SQLite runs it whole in its connection's thread).
         async def body(tx: Tx) -> tuple[tuple[Any, ...], int, int]:
@@ -333,6 +370,19 @@ class NormalizedBackend:
         now: datetime,
     ) -> Sequence[Any] | None:
         p = _Params(conversation_id)
+        sql = self._update_sql(p, plan, user_id, expected_version, now)
+        return await tx.fetchrow(sql, *p.values)
+
+    def _update_sql(
+        self,
+        p: _Params,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+        now: datetime,
+    ) -> str:
+        """The UPDATE of the state row (``$1``: the conversation id), RETURNING
+        version, message_count, next_item_id, user_id, created_at."""
         sets = [f"updated_at = {p.add(self._db.ts(now))}", "version = version + 1"]
         n_msgs = len(plan.append_messages)
         if plan.replace:
@@ -352,7 +402,43 @@ class NormalizedBackend:
             sql += OWNER.format(p.add(user_id))
         if expected_version is not None:
             sql += f" AND version = {p.add(expected_version)}"
-        sql += " RETURNING version, message_count, next_item_id, user_id, created_at"
+        return sql + " RETURNING version, message_count, next_item_id, user_id, created_at"
+
+    async def _append_in_one_statement(
+        self,
+        tx: Tx,
+        conversation_id: str,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+        now: datetime,
+    ) -> Sequence[Any] | None:
+        """PostgreSQL: an append-only plan as one statement, the UPDATE's RETURNING
+        feeding the INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four
+        (append 1.9 -> 1.0 ms). None when the UPDATE matched no row."""
+        p = _Params(conversation_id)
+        update = self._update_sql(p, plan, user_id, expected_version, now)
+        if not plan.append_messages:
+            return await tx.fetchrow(update, *p.values)
+        msgs = plan.append_messages
+        dumps = jsoncodec.dumps
+        n = p.add(len(msgs))
+        roles = p.add([m.role for m in msgs])
+        contents = p.add([m.content for m in msgs])
+        types = p.add([m.message_type for m in msgs])
+        tools = p.add([m.tool_name for m in msgs])
+        stamps = p.add([m.timestamp for m in msgs])
+        metas = p.add([dumps(m.metadata) if m.metadata else "{}" for m in msgs])
+        sql = (
+            f"WITH s AS ({update}), m AS (INSERT INTO conversation_messages (conversation_id, "
+            "seq, role, content, message_type, tool_name, created_at, metadata) "
+            f"SELECT $1, s.message_count - {n} + t.i - 1, t.role, t.content, t.message_type, "
+            "t.tool_name, t.created_at, t.metadata FROM s, "
+            f"unnest({roles}::text[], {contents}::text[], {types}::text[], {tools}::text[], "
+            f"{stamps}::timestamptz[], {metas}::jsonb[]) WITH ORDINALITY "
+            "AS t(role, content, message_type, tool_name, created_at, metadata, i)) "
+            "SELECT * FROM s"
+        )
         return await tx.fetchrow(sql, *p.values)
 
     def _in(self, p: _Params, values: Any) -> str:
@@ -425,6 +511,8 @@ class NormalizedBackend:
         # Shapes a hand edit could break: checked, so the error names the conversation.
         if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
             raise ValueError("focus_areas is not a list of strings")
+        if type(row[3]) is not int:  # SQLite keeps whatever type an edit wrote
+            raise ValueError(f"step_count is not an integer: {row[3]!r}")
         state = AgentState(
             user_input=row[1],
             focus_areas=focus_areas,
