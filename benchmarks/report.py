@@ -112,9 +112,9 @@ def timing_tables(results: dict[Key, dict[str, Any]], sizes: list[int]) -> list[
 
 def storage_table(results: dict[Key, dict[str, Any]], sizes: list[int]) -> list[str]:
     lines = [
-        "| engine | N | legacy-blob | normalized | raw rows | normalized / raw | "
+        "| engine | N | JSON payload | legacy-blob | normalized | raw rows | normalized / raw | "
         "after grow: legacy-blob | after grow: normalized |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for engine, (name, title) in ENGINES.items():
         for size in sizes:
@@ -128,8 +128,10 @@ def storage_table(results: dict[Key, dict[str, Any]], sizes: list[int]) -> list[
             if ours is None:
                 continue
             raw = extra("save_full", f"raw[{engine}]", live)
+            payload = extra("save_full", name, "document_bytes")
             lines.append(
-                f"| {title} | {size:,} | {kib(extra('save_full', f'legacy-blob[{engine}]', live))} "
+                f"| {title} | {size:,} | {kib(payload)} "
+                f"| {kib(extra('save_full', f'legacy-blob[{engine}]', live))} "
                 f"| {kib(ours)} | {kib(raw)} | {ratio(ours, raw)} | "
                 f"{kib(extra('grow', f'legacy-blob[{engine}]', 'bytes_after_grow'))} | "
                 f"{kib(extra('grow', name, 'bytes_after_grow'))} |"
@@ -158,7 +160,7 @@ def memory_table(results: dict[Key, dict[str, Any]], sizes: list[int]) -> list[s
                 f"| {title} | {size:,} | {kib(peak[('load_full', 'legacy')])} | "
                 f"{kib(peak[('load_full', 'ours')])} | {kib(peak[('load_turn', 'legacy')])} | "
                 f"{kib(peak[('load_turn', 'ours')])} | "
-                f"{ratio(peak[('load_turn', 'ours')], peak[('load_turn', 'legacy')])} |"
+                f"{_pct(_div(peak[('load_turn', 'ours')], peak[('load_turn', 'legacy')]))} |"
             )
     return lines
 
@@ -174,8 +176,8 @@ def concurrency_table(results: dict[Key, dict[str, Any]]) -> list[str]:
     for key in rows:
         e = results[key]["extra"]
         lines.append(
-            f"| {key[1]} | {key[2]} | {e['turns_per_s']:,.0f} | {e['p50_ms']:.3g} ms | "
-            f"{e['p99_ms']:.3g} ms | {e['errors']} | {e['lost_writes']} |"
+            f"| {key[1]} | {key[2]} | {e['turns_per_s']:,.0f} | {ms(e['p50_ms'] / 1000)} | "
+            f"{ms(e['p99_ms'] / 1000)} | {e['errors']} | {e['lost_writes']} |"
         )
     return lines
 
@@ -273,7 +275,9 @@ def _x(value: float | None, digits: int = 2) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if value < 0.1 else f"{value:.0%}"
 
 
 def render(path: Path) -> str:
