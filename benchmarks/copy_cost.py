@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -94,22 +93,23 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
-def run_copy(argv: list[str]) -> tuple[float, float, int]:
-    """(seconds, peak RSS of the child in MB, exit status)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_copy(argv: list[str], log: Path) -> tuple[float, float, int]:
+    """(seconds, peak RSS of this child in MB, exit status)."""
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "statestore.cli", "copy", *argv, "--quiet"],
-        capture_output=True,
-        text=True,
-    )
+    with open(log, "w") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "statestore.cli", "copy", *argv, "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if done.returncode not in (0, 1):
-        sys.exit(f"copy failed: {done.stderr.strip()}")
-    print("   ", done.stdout.strip())
-    # ru_maxrss of children is the largest child so far: report it only when it grew.
-    return seconds, max(peak, before) / 1024, done.returncode
+    code = os.waitstatus_to_exitcode(status)
+    text = log.read_text().strip()
+    if code not in (0, 1):
+        sys.exit(f"copy failed: {text}")
+    print("   ", "\n    ".join(text.splitlines()[-5:]))
+    return seconds, usage.ru_maxrss / 1024, code
 
 
 def main() -> None:
@@ -143,7 +143,7 @@ def main() -> None:
                 ("second run (nothing changed)", []),
                 ("verify-only", ["--verify-only"]),
             ):
-                seconds, peak_mb, status = run_copy(common + extra)
+                seconds, peak_mb, status = run_copy(common + extra, Path(tmp) / "copy.log")
                 rate = args.conversations / seconds
                 print(
                     f"{label:<30} {seconds:7.1f}s  {rate:7.0f} conversations/s  "
