@@ -237,8 +237,14 @@ def targets(results: dict[Key, dict[str, Any]], sizes: list[int]) -> list[str]:
             extra("save_full", name, "bytes_per_conversation"),
             extra("save_full", raw, "bytes_per_conversation"),
         )
+        payload = _div(
+            extra("save_full", name, "bytes_per_conversation"),
+            extra("save_full", name, "document_bytes"),
+        )
         line(
-            f"{title} bytes per conversation within 1.25x of the raw rows: {_x(stored)} at N={n:,}",
+            f"{title} bytes per conversation within 1.25x of the raw rows: {_x(stored)} "
+            f"of the raw driver's rows on the same schema at N={n:,} ({_x(payload)} of the "
+            "JSON payload)",
             stored,
             lambda v: v <= 1.25,
         )
