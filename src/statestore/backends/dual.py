@@ -26,6 +26,10 @@ conversation is read back from it and saved to the other side as a replacement
 conversation are mirrored one at a time within a process, so the follower ends with
 the newest state. Versions, item ids, created_at and updated_at are each side's own;
 owner and content are equal. ``list_conversations`` comes from the primary.
+
+Observability: the dual backend reports each of its operations under the name
+``dual`` (writes count one row: the conversation), and its two sides report theirs
+under their own names.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import hashlib
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -217,11 +222,13 @@ class DualBackend:
         user_id: str | None = None,
         expected_version: int | None = None,
     ) -> SaveResult:
+        started = time.perf_counter()
         serving, follower = self._sides(conversation_id)
         result = await serving.save_state(
             conversation_id, state, user_id=user_id, expected_version=expected_version
         )
         await self._mirror("save_state", result.conversation_id, serving, follower)
+        self._observer.done("save_state", result.conversation_id, started, 1)
         return result
 
     async def update_state(
@@ -232,14 +239,17 @@ class DualBackend:
         user_id: str | None = None,
         expected_version: int | None = None,
     ) -> SaveResult:
+        started = time.perf_counter()
         serving, follower = self._sides(conversation_id)
         result = await serving.update_state(
             conversation_id, patch, user_id=user_id, expected_version=expected_version
         )
         await self._mirror("update_state", result.conversation_id, serving, follower)
+        self._observer.done("update_state", result.conversation_id, started, 1)
         return result
 
     async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
+        started = time.perf_counter()
         serving, follower = self._sides(conversation_id)
         deleted = await serving.delete_state(conversation_id, user_id=user_id)
         if deleted:
@@ -248,6 +258,7 @@ class DualBackend:
                     await follower.delete_state(conversation_id)
             except Exception as exc:
                 self._follower_failed("delete_state", conversation_id, follower, exc)
+        self._observer.done("delete_state", conversation_id, started, int(deleted))
         return deleted
 
     async def load_state(
@@ -257,10 +268,13 @@ class DualBackend:
         *,
         user_id: str | None = None,
     ) -> AgentState:
+        started = time.perf_counter()
         serving, follower = self._sides(conversation_id)
         state = await serving.load_state(conversation_id, options, user_id=user_id)
         if self.compare_reads and random.random() < self.compare_reads:
             await self._compare(conversation_id, options, user_id, state, follower)
+        rows = 1 + len(state.conversation_history) + len(state.memory_context)
+        self._observer.done("load_state", conversation_id, started, rows)
         return state
 
     async def _compare(
@@ -286,7 +300,10 @@ class DualBackend:
     async def list_conversations(
         self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
     ) -> list[ConversationInfo]:
-        return await self.primary.list_conversations(user_id=user_id, limit=limit, after=after)
+        started = time.perf_counter()
+        result = await self.primary.list_conversations(user_id=user_id, limit=limit, after=after)
+        self._observer.done("list_conversations", None, started, len(result))
+        return result
 
 
 def _option(options: dict[str, Any], key: str) -> Any:
