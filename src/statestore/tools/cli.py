@@ -157,7 +157,11 @@ async def _copy(args: argparse.Namespace, report: IO[bytes]) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.out == "-":
-        return asyncio.run(_export(args, sys.stdout.buffer))
+        try:
+            return asyncio.run(_export(args, sys.stdout.buffer))
+        except BrokenPipeError:  # the reader stopped early (`| head`): not finished
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     partial = Path(f"{args.out}.partial")
     try:
         with open(partial, "wb") as out:
