@@ -18,11 +18,11 @@ call; the call that saw it drop raises BackendUnavailable and changed nothing.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
@@ -67,6 +67,7 @@ def translate_error(exc: BaseException, url: str) -> StateStoreError | None:
         asyncpg.exceptions.CannotConnectNowError,
         asyncpg.exceptions.TooManyConnectionsError,
         asyncpg.exceptions.CrashShutdownError,
+        asyncpg.exceptions.InternalClientError,  # a protocol left mid-way by a dropped socket
     )
     if isinstance(exc, connection_errors):
         return BackendUnavailable(
@@ -75,6 +76,31 @@ def translate_error(exc: BaseException, url: str) -> StateStoreError | None:
     if isinstance(exc, asyncpg.PostgresError):
         return StateStoreError(f"PostgreSQL at {mask_url(url)}: {type(exc).__name__}: {exc}")
     return None
+
+
+def is_dead_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection itself is gone (not a timeout, not an
+    error in a statement)."""
+    import asyncpg
+
+    return not isinstance(exc, TimeoutError) and isinstance(
+        exc,
+        OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.InternalClientError,
+    )
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether the client refused to send a statement because it already knew the
+    connection was broken: the server never saw it, so running it again cannot apply
+    it twice. (A connection lost *during* a statement is not such a case: a write
+    might have committed before the answer was lost.)"""
+    import asyncpg
+
+    return isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError)
 
 
 class _PgTx:
@@ -178,37 +204,112 @@ class PostgresDatabase:
         if pool is not None:
             await pool.close()
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[Any]:
-        if self._pool is None:
+    async def _connection(self) -> Any:
+        """A pooled connection, waiting up to ``pool_timeout`` for a free one."""
+        pool = self._pool
+        if pool is None:
             raise StateStoreError("the store is not open: use `async with open_store(...)`")
         try:
-            async with self._pool.acquire(timeout=self.pool_timeout) as conn:
-                yield conn
-        except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            return await pool.acquire(timeout=self.pool_timeout)
+        except TimeoutError as exc:
+            if pool.get_size() >= self.pool_size and pool.get_idle_size() == 0:
+                message = (
+                    f"no free connection to PostgreSQL at {self.url}: all pool_size="
+                    f"{self.pool_size} connections stayed busy for pool_timeout="
+                    f"{self.pool_timeout}s; raise pool_size or pool_timeout"
+                )
+            else:
+                message = (
+                    f"PostgreSQL at {self.url} did not accept a connection within "
+                    f"pool_timeout={self.pool_timeout}s"
+                )
+            raise BackendUnavailable(message) from exc
+        except Exception as exc:
             translated = translate_error(exc, self._raw_url)
             if translated is None:
                 raise
             raise translated from exc
 
+    async def _release(self, conn: Any) -> None:
+        # A broken connection is terminated by the pool and replaced on a later
+        # acquire; its error must not hide the one the caller is getting.
+        pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+
+    def _raise_translated(self, exc: Exception) -> NoReturn:
+        translated = translate_error(exc, self._raw_url)
+        if translated is None:
+            raise exc
+        raise translated from exc
+
+    async def _begin(self) -> tuple[Any, Any]:
+        """A connection with a transaction started on it. A pooled connection that
+        turns out dead at BEGIN (killed while idle: server restart, terminated
+        backend) is dropped and another taken; nothing had been sent on it."""
+        attempts = self.pool_size + 1
+        while True:
+            attempts -= 1
+            conn = await self._connection()
+            transaction = conn.transaction()
+            try:
+                await transaction.start()
+            except Exception as exc:
+                await self._release(conn)
+                if attempts > 0 and is_dead_connection(exc):
+                    continue
+                self._raise_translated(exc)
+            return conn, transaction
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:
-        async with self._acquire() as conn, conn.transaction():
+        conn, transaction = await self._begin()
+        try:
             yield _PgTx(conn)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the connection may be gone
+                await transaction.rollback()
+            if isinstance(exc, Exception):
+                self._raise_translated(exc)
+            raise
+        else:
+            try:
+                await transaction.commit()
+            except Exception as exc:
+                self._raise_translated(exc)
+        finally:
+            await self._release(conn)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[_PgTx]:
-        async with self._acquire() as conn:
+        conn = await self._connection()
+        try:
             yield _PgTx(conn)
+        except Exception as exc:
+            self._raise_translated(exc)
+        finally:
+            await self._release(conn)
 
     async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
         if write:
             async with self.transaction() as tx:
                 return await body(tx)
-        async with self.reader() as tx:
-            return await body(tx)
+        # Outside a transaction (reads, single-statement writes): a statement the
+        # client never sent, its pooled connection found dead (killed while idle), runs
+        # again on another connection.
+        attempts = self.pool_size + 1
+        while True:
+            attempts -= 1
+            conn = await self._connection()
+            try:
+                return await body(_PgTx(conn))
+            except Exception as exc:
+                if attempts > 0 and never_sent(exc):
+                    continue
+                self._raise_translated(exc)
+            finally:
+                await self._release(conn)
 
     def ts(self, value: datetime) -> datetime:
         return value

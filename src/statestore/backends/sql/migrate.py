@@ -6,16 +6,17 @@ from __future__ import annotations
 import functools
 import io
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import pool
+from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
@@ -65,6 +66,8 @@ async def _run(url: str, action: str, revision: str) -> None:
         getattr(command, action)(config, revision)
 
     engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    if url_scheme(url) == "sqlite":
+        _one_immediate_transaction(engine)
     try:
         try:
             connection = await engine.connect()
@@ -81,6 +84,22 @@ async def _run(url: str, action: str, revision: str) -> None:
             await connection.close()
     finally:
         await engine.dispose()
+
+
+def _one_immediate_transaction(engine: AsyncEngine) -> None:
+    """SQLite: run a migration as one ``BEGIN IMMEDIATE`` transaction (SQLite's DDL is
+    transactional). Processes opening a new file at once then take turns: the first
+    migrates, the others wait for its lock and find the file already at head. By
+    default the driver would commit each CREATE TABLE on its own, and the others
+    would fail with "table ... already exists" half-way."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _reason(exc: BaseException, url: str) -> str:
