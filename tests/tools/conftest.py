@@ -50,8 +50,25 @@ def own_pg_url(own_pg_server: str) -> str:
     return own_pg_server
 
 
-def raw_insert(url: str, conversation_id: str, content: str, user_id: str | None = None) -> None:
+async def raw_insert(
+    url: str, conversation_id: str, content: str, user_id: str | None = None
+) -> None:
     """Add a legacy row by hand, as old code (or a broken writer) would have."""
+    if url.startswith("postgresql"):
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "INSERT INTO memory_chunks (user_id, conversation_id, content, created_at) "
+                "VALUES ($1, $2, $3, '2024-05-01T10:00:00Z')",
+                user_id,
+                conversation_id,
+                content,
+            )
+        finally:
+            await conn.close()
+        return
     conn = sqlite3.connect(sqlite_path(url))
     with conn:
         conn.execute(
@@ -176,7 +193,7 @@ async def build_legacy(url: str) -> dict[str, tuple[str | None, AgentState]]:
             snap_state.user_input = f"v{i + 2}"
             await store.save_state("snapshots", snap_state)
         good["snapshots"] = (None, await store.load_state("snapshots"))
-    raw_insert(
+    await raw_insert(
         url,
         "no-timestamps",
         orjson.dumps({"conversation_history": [{"role": "user", "content": "old"}]}).decode(),
@@ -185,12 +202,12 @@ async def build_legacy(url: str) -> dict[str, tuple[str | None, AgentState]]:
     async with statestore.open_store("legacy-blob", url) as store:
         good["no-timestamps"] = ("carol", await store.load_state("no-timestamps"))
     for cid, content in CORRUPT_ROWS.items():
-        raw_insert(url, cid, content)
+        await raw_insert(url, cid, content)
     # A conversation whose newest snapshot is corrupt is corrupt, older ones
     # notwithstanding.
     async with statestore.open_store("legacy-blob", url) as store:
         await store.save_state("bad-newest", AgentState(user_input="fine once"))
-    raw_insert(url, "bad-newest", '{"user_input": 5}')
+    await raw_insert(url, "bad-newest", '{"user_input": 5}')
     return good
 
 

@@ -173,3 +173,20 @@ def test_describe_difference_names_the_field() -> None:
         describe_difference(AgentState(metadata={"n": 2}), AgentState(metadata={"n": 2.0})) is None
     )
     assert describe_difference(AgentState(metadata={"n": True}), AgentState(metadata={"n": 1}))
+
+
+async def test_copy_within_one_postgres_database(own_pg_url: str) -> None:
+    """legacy-blob on PostgreSQL to postgres in the same database (rows written by raw
+    SQL where old code would have): good ones equal, bad ones reported, second run idle."""
+    good = await build_legacy(own_pg_url)
+    problems: list[Problem] = []
+    async with (
+        statestore.open_store("legacy-blob", own_pg_url) as source,
+        statestore.open_store("postgres", own_pg_url) as target,
+    ):
+        stats = await copy_conversations(source, target, on_problem=problems.append)
+        assert stats.copied == len(good)
+        assert {p.conversation_id for p in problems} == CORRUPT_IDS
+        again = await copy_conversations(source, target)
+        assert again.copied == 0 and again.unchanged == len(good)
+    await assert_arrived(("postgres", own_pg_url), good)
