@@ -22,7 +22,14 @@ from typing import Any, ClassVar, Self
 
 from ..core import jsoncodec
 from ..core.backend import ConversationInfo, SaveResult
-from ..core.changes import WritePlan, after_save, apply_plan, plan_patch, plan_save
+from ..core.changes import (
+    WritePlan,
+    after_save,
+    apply_plan,
+    check_truncate,
+    plan_patch,
+    plan_save,
+)
 from ..core.config import backend_for_url
 from ..core.errors import (
     ConversationNotFound,
@@ -245,6 +252,7 @@ class LegacyBlobBackend:
                     raise ConversationNotFound(conversation_id)
                 if expected_version is not None and expected_version != version:
                     raise VersionConflict(conversation_id, expected_version, version)
+                check_truncate(plan, conversation_id, len(stored.conversation_history), version)
             new = apply_plan(stored, plan, first_item_id=0)
             # Item ids are positions in the document.
             new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]

@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from . import jsoncodec
-from .errors import ValidationError
+from .errors import ValidationError, VersionConflict
 from .model import AgentState, ContextItem, Message, Snapshot
 from .query import StatePatch
 
-__all__ = ["WritePlan", "plan_save", "plan_patch", "apply_plan", "after_save"]
+__all__ = ["WritePlan", "plan_save", "plan_patch", "apply_plan", "after_save", "check_truncate"]
 
 SCALARS = ("user_input", "focus_areas", "step_count", "last_tool_result")
 
@@ -33,6 +33,11 @@ class WritePlan:
     scalars: dict[str, Any]
     append_messages: list[Message] = field(default_factory=list)
     truncate_from: int | None = None  # delete stored messages with seq >= this first
+    # With truncate_from: how many messages the state saw stored. If others appended
+    # since, rewriting from truncate_from would delete messages it never loaded, so the
+    # backend raises VersionConflict instead (see ``check_truncate``).
+    truncate_expects: int | None = None
+    base_version: int = 0  # the version the state was loaded (or last saved) at
     add_items: list[ContextItem] = field(default_factory=list)
     remove_item_ids: list[int] = field(default_factory=list)
     set_metadata: dict[str, str] = field(default_factory=dict)  # key -> encoded JSON
@@ -79,6 +84,8 @@ def plan_save(state: AgentState, conversation_id: str) -> WritePlan:
         plan.append_messages = history[n:]
     elif snap.contiguous_tail:
         plan.truncate_from = state.history_start
+        plan.truncate_expects = state.history_total
+        plan.base_version = state.version
         plan.append_messages = list(history)
     else:
         raise ValidationError(
@@ -102,6 +109,14 @@ def plan_save(state: AgentState, conversation_id: str) -> WritePlan:
             plan.set_metadata[key] = encoded
     plan.delete_metadata = sorted(snap.metadata_json.keys() - state.metadata.keys())
     return plan
+
+
+def check_truncate(plan: WritePlan, conversation_id: str, stored: int, version: int) -> None:
+    """Raise VersionConflict if ``plan`` rewrites the history from a position while
+    ``stored`` (the messages stored now) differs from what the state saw: messages were
+    appended (or removed) since, and rewriting would lose or misplace them."""
+    if plan.truncate_expects is not None and plan.truncate_expects != stored:
+        raise VersionConflict(conversation_id, plan.base_version, version)
 
 
 def plan_patch(patch: StatePatch) -> WritePlan:

@@ -40,7 +40,14 @@ from statestore import (
     hookimpl,
 )
 from statestore.core import jsoncodec
-from statestore.core.changes import WritePlan, after_save, apply_plan, plan_patch, plan_save
+from statestore.core.changes import (
+    WritePlan,
+    after_save,
+    apply_plan,
+    check_truncate,
+    plan_patch,
+    plan_save,
+)
 from statestore.core.model import Snapshot
 from statestore.core.observe import Observer
 from statestore.core.validation import check_id, check_int, check_optional_id, check_optional_int
@@ -198,6 +205,8 @@ class MemoryBackend:
                     raise ConversationNotFound(conversation_id)
                 if expected is not None and expected != old.version:
                     raise VersionConflict(conversation_id, expected, old.version)
+                # An edited history from a copy others appended to since: refuse.
+                check_truncate(plan, conversation_id, old.message_count, old.version)
                 stored, owner, version = old.state(), old.owner, old.version
                 created_at, first_id = old.created_at, old.next_item_id
             new = apply_plan(stored, plan, first_item_id=first_id)

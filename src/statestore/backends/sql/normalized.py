@@ -402,6 +402,10 @@ class NormalizedBackend:
             sql += OWNER.format(p.add(user_id))
         if expected_version is not None:
             sql += f" AND version = {p.add(expected_version)}"
+        if plan.truncate_expects is not None:
+            # Rewriting from truncate_from must not delete messages appended since the
+            # state was loaded: no row matches then, and the probe raises VersionConflict.
+            sql += f" AND message_count = {p.add(plan.truncate_expects)}"
         return sql + " RETURNING version, message_count, next_item_id, user_id, created_at"
 
     async def _append_in_one_statement(

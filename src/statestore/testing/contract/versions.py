@@ -15,7 +15,7 @@ from ...core.model import AgentState
 from ...core.query import LoadOptions, StatePatch
 from ._support import ContractTest, item, message, new_id, rich_state
 
-__all__ = ["TestVersions", "TestAtomicWrites"]
+__all__ = ["TestVersions", "TestAtomicWrites", "TestStaleCopies"]
 
 
 class TestVersions(ContractTest):
@@ -227,3 +227,61 @@ class TestAtomicWrites(ContractTest):
         await store.save_state(cid, AgentState())
         with pytest.raises(StateStoreError):
             await store.save_state(cid, AgentState(), expected_version=7)
+
+
+class TestStaleCopies(ContractTest):
+    """Writes from a state object that others have written past since it was loaded."""
+
+    async def test_concurrent_first_saves_without_expected_version(
+        self, store: StorageBackend
+    ) -> None:
+        """Five saves creating one new conversation at once, none naming a version, all
+        succeed (a replacing save is last-writer-wins): no VersionConflict."""
+        cid = new_id()
+        states = [
+            AgentState(user_input=f"s{i}", conversation_history=[message(i)]) for i in range(5)
+        ]
+        results = await asyncio.gather(
+            *(store.save_state(cid, s) for s in states), return_exceptions=True
+        )
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        loaded = await store.load_state(cid)
+        assert loaded.version == 5
+        assert loaded.to_dict() in [s.to_dict() for s in states]
+
+    async def test_edit_after_a_concurrent_append_keeps_the_append(
+        self, store: StorageBackend
+    ) -> None:
+        """A state loaded whole, then edited (a message replaced) after someone else
+        appended, never deletes the message it did not load: the save raises
+        VersionConflict (its positions are stale) and writes nothing."""
+        cid = new_id()
+        await store.save_state(cid, AgentState(conversation_history=[message(i) for i in range(3)]))
+        state = await store.load_state(cid)
+        await store.update_state(cid, StatePatch(append_messages=[message(3, content="theirs")]))
+        before = await store.load_state(cid)
+        state.conversation_history[1] = message(1, content="edited")
+        with pytest.raises(VersionConflict):
+            await store.save_state(cid, state)
+        after = await store.load_state(cid)
+        assert after == before and after.version == before.version
+        assert [m.content for m in after.conversation_history][-1] == "theirs"
+
+    async def test_window_edit_after_a_concurrent_append_keeps_the_append(
+        self, store: StorageBackend
+    ) -> None:
+        """The same with a window: a state loaded with last_messages=2 and edited after a
+        concurrent append raises VersionConflict; reloaded, the edit goes through."""
+        cid = new_id()
+        await store.save_state(cid, AgentState(conversation_history=[message(i) for i in range(5)]))
+        window = await store.load_state(cid, LoadOptions(last_messages=2))
+        await store.update_state(cid, StatePatch(append_messages=[message(5, content="theirs")]))
+        del window.conversation_history[0]
+        with pytest.raises(VersionConflict):
+            await store.save_state(cid, window)
+        window = await store.load_state(cid, LoadOptions(last_messages=2))
+        del window.conversation_history[0]
+        await store.save_state(cid, window)
+        loaded = await store.load_state(cid)
+        contents = [m.content for m in loaded.conversation_history]
+        assert contents == ["message 0", "message 1", "message 2", "message 3", "theirs"]
