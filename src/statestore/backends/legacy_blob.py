@@ -253,6 +253,12 @@ class LegacyBlobBackend:
                 if expected_version is not None and expected_version != version:
                     raise VersionConflict(conversation_id, expected_version, version)
                 check_truncate(plan, conversation_id, len(stored.conversation_history), version)
+                # Ids are positions: a removal by another writer since this state was
+                # loaded shifts them, and removing by id would drop the wrong item.
+                items = stored.memory_context
+                for i, loaded in zip(plan.remove_item_ids, plan.removed_items, strict=False):
+                    if i >= len(items) or items[i] != loaded:
+                        raise VersionConflict(conversation_id, plan.base_version, version)
             new = apply_plan(stored, plan, first_item_id=0)
             # Item ids are positions in the document.
             new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]

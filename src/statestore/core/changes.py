@@ -40,6 +40,9 @@ class WritePlan:
     base_version: int = 0  # the version the state was loaded (or last saved) at
     add_items: list[ContextItem] = field(default_factory=list)
     remove_item_ids: list[int] = field(default_factory=list)
+    # plan_save only: the items being removed, as the state loaded them, for a backend
+    # whose ids are positions (legacy-blob) to check they are still at those positions.
+    removed_items: list[ContextItem] = field(default_factory=list)
     set_metadata: dict[str, str] = field(default_factory=dict)  # key -> encoded JSON
     delete_metadata: list[str] = field(default_factory=list)
 
@@ -76,7 +79,7 @@ def plan_save(state: AgentState, conversation_id: str) -> WritePlan:
             set_metadata={k: jsoncodec.dumps(v) for k, v in state.metadata.items()},
         )
 
-    plan = WritePlan(replace=False, scalars=_scalars(state))
+    plan = WritePlan(replace=False, scalars=_scalars(state), base_version=state.version)
     history = state.conversation_history
     loaded = snap.messages
     n = len(loaded)
@@ -85,7 +88,6 @@ def plan_save(state: AgentState, conversation_id: str) -> WritePlan:
     elif snap.contiguous_tail:
         plan.truncate_from = state.history_start
         plan.truncate_expects = state.history_total
-        plan.base_version = state.version
         plan.append_messages = list(history)
     else:
         raise ValidationError(
@@ -102,6 +104,7 @@ def plan_save(state: AgentState, conversation_id: str) -> WritePlan:
         else:
             plan.add_items.append(item)
     plan.remove_item_ids = sorted(snap.items.keys() - current_ids)
+    plan.removed_items = [snap.items[i] for i in plan.remove_item_ids]
 
     for key, value in state.metadata.items():
         encoded = jsoncodec.dumps(value)

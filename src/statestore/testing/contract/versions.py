@@ -285,3 +285,22 @@ class TestStaleCopies(ContractTest):
         loaded = await store.load_state(cid)
         contents = [m.content for m in loaded.conversation_history]
         assert contents == ["message 0", "message 1", "message 2", "message 3", "theirs"]
+
+    async def test_removal_from_a_stale_copy_removes_that_item(self, store: StorageBackend) -> None:
+        """An item removed from a state after another writer removed an earlier item is
+        the one removed (or the save raises VersionConflict); no other item is lost."""
+        cid = new_id()
+        await store.save_state(cid, AgentState(memory_context=[item(0), item(1), item(2)]))
+        stale = await store.load_state(cid)
+        first = (await store.load_state(cid)).memory_context[0]
+        assert first.item_id is not None
+        await store.update_state(cid, StatePatch(remove_context=[first.item_id]))
+        stale.memory_context.pop(1)  # "item 1"
+        try:
+            await store.save_state(cid, stale)
+        except VersionConflict:
+            expected = ["item 1", "item 2"]
+        else:
+            expected = ["item 2"]
+        loaded = await store.load_state(cid)
+        assert [c.content for c in loaded.memory_context] == expected
