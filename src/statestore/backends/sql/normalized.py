@@ -236,9 +236,17 @@ class NormalizedBackend:
                     version, owner = probe
                     if owner is not None and user_id is not None and owner != user_id:
                         raise ConversationNotFound(conversation_id)
-                    raise VersionConflict(conversation_id, expected_version or 0, version)
-                if not plan.replace or expected_version not in (None, 0):
+                    if expected_version is None and plan.truncate_expects is None:
+                        # Nothing but a row created by a concurrent writer since our
+                        # UPDATE can make it miss: update that row, as if we came second.
+                        row = await self._update_state_row(
+                            tx, conversation_id, plan, user_id, expected_version, now
+                        )
+                    if row is None:
+                        raise VersionConflict(conversation_id, expected_version or 0, version)
+                elif not plan.replace or expected_version not in (None, 0):
                     raise ConversationNotFound(conversation_id)
+            if row is None:
                 row = await tx.fetchrow(
                     INSERT_STATE,
                     conversation_id,
