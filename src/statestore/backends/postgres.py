@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from ..core.config import mask_url, url_scheme
@@ -316,6 +316,10 @@ class PostgresDatabase:
 
     def ts_out(self, value: Any) -> datetime:
         assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            # asyncpg stores datetime.min/max (in UTC) as -infinity/infinity and reads
+            # those back naive: give them their UTC back, so they round trip.
+            return value.replace(tzinfo=UTC)
         return value
 
     def any_of(self, param: str) -> str:

@@ -103,7 +103,10 @@ def check_timestamp(value: object, field: str) -> datetime:
         raise ValidationError(field, f"must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "must be timezone-aware (e.g. datetime.now(UTC))")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 at UTC+5 is before datetime.min in UTC
+        raise ValidationError(field, f"{value.isoformat()} is out of range in UTC") from None
 
 
 def check_str_list(value: object, field: str) -> list[str]:

@@ -305,6 +305,21 @@ class TestValidation(ContractTest):
             with pytest.raises(ConversationNotFound):
                 await store.load_state(cid)
 
+    async def test_out_of_range_timestamps(self) -> None:
+        """A timestamp that has no UTC equivalent raises ValidationError, not
+        OverflowError; the extremes that do round trip (see TestRoundTrip)."""
+        from datetime import datetime, timedelta, timezone
+
+        from ...core.model import ContextItem, Message
+
+        early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+        late = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+        for when in (early, late):
+            with pytest.raises(ValidationError, match="timestamp"):
+                Message(role="user", content="x", timestamp=when)
+            with pytest.raises(ValidationError, match="timestamp"):
+                ContextItem(content="x", timestamp=when)
+
     async def test_too_deep_json(self, store: StorageBackend) -> None:
         """JSON nested deeper than 64 levels (or a cycle) is refused."""
         deep: Any = []

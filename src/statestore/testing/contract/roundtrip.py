@@ -155,6 +155,25 @@ class TestRoundTrip(ContractTest):
         assert loaded.memory_context[0].timestamp == when
         assert loaded.conversation_history[0].timestamp.utcoffset() == timedelta(0)
 
+    async def test_extreme_timestamps_round_trip(self, store: StorageBackend) -> None:
+        """Timestamps from year 1 to year 9999 round trip to the microsecond."""
+        from datetime import UTC, datetime
+
+        cid = new_id()
+        extremes = [
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ]
+        state = AgentState(
+            conversation_history=[message(i, timestamp=t) for i, t in enumerate(extremes)],
+            memory_context=[item(i, timestamp=t) for i, t in enumerate(extremes)],
+        )
+        await store.save_state(cid, state)
+        loaded = await store.load_state(cid)
+        assert [m.timestamp for m in loaded.conversation_history] == extremes
+        assert [c.timestamp for c in loaded.memory_context] == extremes
+
     async def test_order_is_by_seq_not_timestamp(self, store: StorageBackend) -> None:
         """Messages come back in saved order even when timestamps run backwards; items in
         saved order too."""
