@@ -36,6 +36,24 @@ class TestIncrementalSave(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded == state
 
+    async def test_unchanged_state_saved_again(self, store: StorageBackend) -> None:
+        """Saving a loaded state twice without changes duplicates nothing; each save is
+        a write (version + 1) and the times agree with what loads report."""
+        cid, user = new_id(), new_id("user")
+        await store.save_state(cid, rich_state(), user_id=user)
+        state = await store.load_state(cid)
+        first = await store.save_state(cid, state)
+        second = await store.save_state(cid, state)
+        loaded = await store.load_state(cid)
+        assert loaded.to_dict() == rich_state().to_dict()
+        assert (first.version, second.version, loaded.version) == (2, 3, 3)
+        assert loaded.updated_at == second.updated_at == state.updated_at
+        assert loaded.created_at == state.created_at
+        assert loaded.created_at is not None and loaded.created_at <= second.updated_at
+        (listed,) = await store.list_conversations(user_id=user)
+        assert (listed.created_at, listed.updated_at) == (loaded.created_at, second.updated_at)
+        assert (listed.version, listed.message_count) == (3, 24)
+
     async def test_same_object_saved_turn_after_turn(self, store: StorageBackend) -> None:
         """One state object saved after every turn keeps the store equal to it."""
         cid = new_id()
