@@ -150,6 +150,21 @@ async def test_passwords_never_shown_when_connecting_fails(
     assert PASSWORD not in all_logs.text
 
 
+async def test_password_in_the_query_string_is_masked_too(
+    all_logs: pytest.LogCaptureFixture,
+) -> None:
+    """A password given as ``?password=...`` (libpq style) is masked like one in the
+    user part of the URL."""
+    url = f"postgresql://postgres@127.0.0.1:1/statestore?password={PASSWORD}"
+    store = statestore.open_store("postgres", url)
+    assert PASSWORD not in repr(store)
+    with pytest.raises(StateStoreError) as info:
+        async with store:
+            pass
+    assert "password=***" in str(info.value)
+    assert PASSWORD not in _everything_shown(info.value) + all_logs.text
+
+
 @pytest.mark.postgres
 async def test_passwords_never_shown_by_a_working_store(
     postgres_url: str, all_logs: pytest.LogCaptureFixture

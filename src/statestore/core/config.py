@@ -55,14 +55,22 @@ def backend_for_url(url: str) -> str:
         raise ValidationError("url", f"no built-in backend for the scheme {scheme!r}") from None
 
 
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, safe for messages and logs."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
+    secret_query = _QUERY_PASSWORD.search(parts.query) is not None
+    if parts.password is None and not secret_query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{netloc[-1]}")
+    if secret_query:  # libpq and asyncpg also take ?password=...
+        parts = parts._replace(query=_QUERY_PASSWORD.sub(r"\1***", parts.query))
+    return urlunsplit(parts)
