@@ -314,6 +314,9 @@ class PostgresDatabase:
     def ts(self, value: datetime) -> datetime:
         return value
 
+    def ts_many(self, values: Sequence[datetime]) -> list[datetime]:
+        return list(values)
+
     def ts_out(self, value: Any) -> datetime:
         assert isinstance(value, datetime)
         if value.tzinfo is None:

@@ -66,6 +66,10 @@ class Database(Protocol):
         """A timestamp as this engine's parameter."""
         ...
 
+    def ts_many(self, values: Sequence[datetime]) -> list[Any]:
+        """``ts`` of each value (one call for the rows of a bulk insert)."""
+        ...
+
     def ts_out(self, value: Any) -> datetime:
         """A timestamp column value as an aware UTC datetime."""
         ...

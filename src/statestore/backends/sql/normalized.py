@@ -284,7 +284,7 @@ class NormalizedBackend:
                     plan.truncate_from,
                 )
             if plan.append_messages:
-                ts = db.ts
+                stamps = db.ts_many([m.timestamp for m in plan.append_messages])
                 dumps = jsoncodec.dumps
                 await self._insert(
                     tx,
@@ -297,7 +297,7 @@ class NormalizedBackend:
                             m.content,
                             m.message_type,
                             m.tool_name,
-                            ts(m.timestamp),
+                            stamps[i],
                             dumps(m.metadata) if m.metadata else "{}",
                         )
                         for i, m in enumerate(plan.append_messages)
@@ -311,6 +311,7 @@ class NormalizedBackend:
                     db.list_param(plan.remove_item_ids),
                 )
             if plan.add_items:
+                stamps = db.ts_many([c.timestamp for c in plan.add_items])
                 await self._insert(
                     tx,
                     INSERT_ITEM,
@@ -322,7 +323,7 @@ class NormalizedBackend:
                             c.content,
                             c.relevance_score,
                             c.context_type,
-                            db.ts(c.timestamp),
+                            stamps[i],
                             jsoncodec.dumps(c.metadata),
                         )
                         for i, c in enumerate(plan.add_items)
