@@ -286,7 +286,10 @@ class SqliteDatabase:
                     if attempt == self.retries:
                         raise _translate(exc, self.path) from exc
                 except sqlite3.Error as exc:
-                    raise _translate(exc, self.path) from exc
+                    # A read can meet a busy file too (another process recovering the
+                    # WAL after a crash); reading again is always safe.
+                    if write or not _is_busy(exc) or attempt == self.retries:
+                        raise _translate(exc, self.path) from exc
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")

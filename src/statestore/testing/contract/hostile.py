@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -86,6 +86,20 @@ NON_JSON: list[Any] = [
     {"k": datetime(2024, 1, 1, tzinfo=UTC)},
     {"k": object()},
 ]
+
+# Fixed UTC offsets from -23:59 to +23:59.
+_offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+
+
+def _utc_ok(value: datetime) -> bool:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
 
 FIELDS = [
     "user_input",
@@ -225,6 +239,31 @@ class TestHostileText(ContractTest):
                     await store.update_state(cid, StatePatch(**fields))
         loaded = await store.load_state(cid)
         assert (loaded.version, loaded.user_input) == (1, "before")
+
+    @settings(hostile_settings, max_examples=EXAMPLES // 2)
+    @given(stamps=st.lists(st.datetimes(timezones=_offsets), min_size=1, max_size=3))
+    async def test_any_aware_timestamp_round_trips_or_is_refused(
+        self, store: StorageBackend, stamps: list[datetime]
+    ) -> None:
+        """Aware timestamps from year 1 to 9999 at any UTC offset: messages and items
+        come back at the same instant, in UTC, to the microsecond; one that is out of
+        range once in UTC is a ValidationError."""
+        cid = new_id("time")
+        try:
+            state = AgentState(
+                conversation_history=[Message("user", "m", timestamp=t) for t in stamps],
+                memory_context=[ContextItem("c", timestamp=t) for t in stamps],
+            )
+        except ValidationError:
+            assert any(not _utc_ok(t) for t in stamps)
+            return
+        assert all(_utc_ok(t) for t in stamps)
+        await store.save_state(cid, state)
+        loaded = await store.load_state(cid)
+        expected = [t.astimezone(UTC) for t in stamps]
+        assert [m.timestamp for m in loaded.conversation_history] == expected
+        assert [c.timestamp for c in loaded.memory_context] == expected
+        assert all(m.timestamp.utcoffset() == timedelta(0) for m in loaded.conversation_history)
 
     async def test_long_and_empty_strings_round_trip(self, store: StorageBackend) -> None:
         """Empty strings and 200,000-character strings (astral characters included)
