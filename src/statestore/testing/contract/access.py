@@ -182,6 +182,22 @@ class TestListing(ContractTest):
         everyone = [c.conversation_id for c in await store.list_conversations(limit=10_000)]
         assert everyone == sorted(everyone) and set(ids) <= set(everyone)
 
+    async def test_listing_order_is_by_code_point(self, store: StorageBackend) -> None:
+        """Ids are ordered by Unicode code point (case, punctuation and accents
+        included), whatever the database's collation, and paging follows that order."""
+        user, prefix = new_id("user"), new_id("order")
+        suffixes = ["b", "A", "a", "_x", "Z", "a-1", "a1", "é", "日本", "a b", "~"]
+        ids = [f"{prefix}-{s}" for s in suffixes]
+        for cid in ids:
+            await store.save_state(cid, AgentState(), user_id=user)
+        listed = [c.conversation_id for c in await store.list_conversations(user_id=user)]
+        assert listed == sorted(ids)
+        paged, after = [], None
+        while page := await store.list_conversations(user_id=user, limit=4, after=after):
+            paged += [c.conversation_id for c in page]
+            after = page[-1].conversation_id
+        assert paged == sorted(ids)
+
     async def test_unknown_user_lists_nothing(self, store: StorageBackend) -> None:
         """A user with no conversations gets an empty list."""
         assert await store.list_conversations(user_id=new_id("user")) == []
