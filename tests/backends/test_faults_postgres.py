@@ -8,10 +8,12 @@ The restart test stops the shared server for a moment; deselect it with
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +285,7 @@ def _cluster() -> list[str]:
     return [versions[-1], "main"]
 
 
-def _pg_ctl(action: str) -> None:
+def _pg_ctl(action: str, *, check: bool = True) -> None:
     subprocess.run(
         [
             "pg_ctlcluster",
@@ -292,10 +294,21 @@ def _pg_ctl(action: str) -> None:
             action,
             *(["-m", "fast"] if action in ("stop", "restart") else []),
         ],
-        check=True,
+        check=check,
         capture_output=True,
         timeout=60,
     )
+
+
+@contextlib.contextmanager
+def _one_restart_at_a_time() -> Iterator[None]:
+    """Sessions sharing the server take turns to stop it (a lock file in /tmp)."""
+    with open("/tmp/statestore-pg-restart.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 async def _wait_until_up(url: str) -> None:
@@ -321,6 +334,12 @@ async def test_server_restart_under_an_open_store(postgres_url: str) -> None:
     the outage; once it is back the same store object works with no manual step, and
     nothing committed before was lost."""
     cid = new_id("restart")
+    with _one_restart_at_a_time():
+        await _wait_until_up(postgres_url)
+        await _restart_under_an_open_store(postgres_url, cid)
+
+
+async def _restart_under_an_open_store(postgres_url: str, cid: str) -> None:
     async with statestore.open_store("postgres", postgres_url, pool_size=3) as store:
         saved = big_state("before", 20)
         await store.save_state(cid, saved)
@@ -332,7 +351,8 @@ async def test_server_restart_under_an_open_store(postgres_url: str) -> None:
             with pytest.raises(BackendUnavailable):
                 await store.update_state(cid, StatePatch(step_count=1))
         finally:
-            await asyncio.to_thread(_pg_ctl, "start")
+            # Whatever happened, the shared server is up again before going on.
+            await asyncio.to_thread(_pg_ctl, "start", check=False)
             await _wait_until_up(postgres_url)
         loaded = await store.load_state(cid)
         assert loaded.to_dict() == saved.to_dict()
