@@ -196,6 +196,27 @@ class TestConcurrentWriters(ContractTest):
         assert stored.user_input == f"w{winners[0]}"
         assert [m.content for m in stored.conversation_history] == [f"w{winners[0]}:0"]
 
+    async def test_concurrent_unversioned_creates_all_succeed(
+        self, store: StorageBackend, backend_target: BackendTarget
+    ) -> None:
+        """Replacing saves without a version on a conversation that does not exist
+        yet, from many tasks at once: one creates it, the others replace it in turn
+        (no false VersionConflict), and the last one's state is what is stored."""
+        writers = writers_for(backend_target)
+        cid = new_id("conc")
+
+        async def create(w: int) -> int:
+            state = AgentState(
+                user_input=f"w{w}", conversation_history=[Message("user", f"w{w}:0")]
+            )
+            return (await store.save_state(cid, state)).version
+
+        versions = await asyncio.gather(*(create(w) for w in range(writers)))
+        assert sorted(versions) == list(range(1, writers + 1))
+        stored = await store.load_state(cid)
+        assert stored.version == writers
+        assert [m.content for m in stored.conversation_history] == [f"{stored.user_input}:0"]
+
     async def test_unversioned_scalar_updates_are_last_writer_wins(
         self, store: StorageBackend, backend_target: BackendTarget
     ) -> None:
