@@ -5,6 +5,7 @@ both engines too.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import uuid
@@ -222,3 +223,23 @@ async def test_parallel_run_and_way_back(sqlite_url: str) -> None:
         back = await legacy.load_state("c1", user_id="u")
         assert back.conversation_history[-1].content == "new turn"
         assert (await legacy.load_state("c9")).user_id == "v"
+
+
+async def test_concurrent_writes_share_mirrors(engine_url: str) -> None:
+    """Concurrent appends to one conversation all reach the shadow, with fewer shadow
+    rewrites than writes (writers waiting for a mirror share it)."""
+    cid = f"hot-{uuid.uuid4().hex}"
+    async with _dual(engine_url) as store:
+        await store.save_state(cid, AgentState())
+
+        async def append(i: int) -> None:
+            await store.update_state(
+                cid, StatePatch(append_messages=[Message(role="user", content=f"m{i}")])
+            )
+
+        await asyncio.gather(*(append(i) for i in range(20)))
+        await _same_on_both(store, cid)
+        primary = await store.primary.load_state(cid)
+        shadow = await store.shadow.load_state(cid)
+        assert len(primary.conversation_history) == 20
+        assert shadow.version < primary.version  # legacy: one snapshot per rewrite

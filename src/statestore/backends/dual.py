@@ -120,6 +120,7 @@ class DualBackend:
         self.rollout_prefixes = tuple(rollout_prefixes)
         self._observer = observer or Observer(self.name)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._queued: dict[str, asyncio.Future[Exception | None]] = {}
 
     def __repr__(self) -> str:
         return f"<DualBackend primary={self.primary!r} shadow={self.shadow!r}>"
@@ -200,17 +201,48 @@ class DualBackend:
         source: StorageBackend,
         follower: StorageBackend,
     ) -> None:
-        """Make ``follower`` hold what ``source`` holds for one conversation."""
-        try:
-            async with self._one_at_a_time(conversation_id):
+        """Make ``follower`` hold what ``source`` holds for one conversation.
+
+        Writers of one conversation that arrive while a mirror is still waiting for
+        its turn share it: it has not read the source yet, so it carries their writes
+        too (a hot conversation is copied once per turn of the lock, not once per write).
+        """
+        queued = self._queued.get(conversation_id)
+        if queued is not None:
+            outcome = await asyncio.shield(queued)
+        else:
+            queued = asyncio.get_running_loop().create_future()
+            self._queued[conversation_id] = queued
+            outcome = None
+            completed = False
+            try:
                 try:
-                    whole = await source.load_state(conversation_id)
-                except ConversationNotFound:  # deleted meanwhile
-                    await follower.delete_state(conversation_id)
-                    return
-                await follower.save_state(conversation_id, fresh_copy(whole), user_id=whole.user_id)
-        except Exception as exc:
-            self._follower_failed(operation, conversation_id, follower, exc)
+                    async with self._one_at_a_time(conversation_id):
+                        # From now on a new write needs a new mirror: this one may read
+                        # the source before it.
+                        if self._queued.get(conversation_id) is queued:
+                            del self._queued[conversation_id]
+                        await self._copy_over(conversation_id, source, follower)
+                except Exception as exc:
+                    outcome = exc
+                completed = True
+            finally:
+                if self._queued.get(conversation_id) is queued:
+                    del self._queued[conversation_id]
+                # Sharers get our outcome; if we were cancelled, an error, never a hang.
+                queued.set_result(outcome if completed else StateStoreError("mirror cancelled"))
+        if outcome is not None:
+            self._follower_failed(operation, conversation_id, follower, outcome)
+
+    async def _copy_over(
+        self, conversation_id: str, source: StorageBackend, follower: StorageBackend
+    ) -> None:
+        try:
+            whole = await source.load_state(conversation_id)
+        except ConversationNotFound:  # deleted meanwhile
+            await follower.delete_state(conversation_id)
+            return
+        await follower.save_state(conversation_id, fresh_copy(whole), user_id=whole.user_id)
 
     # -- the protocol --------------------------------------------------------------------
 
