@@ -173,6 +173,7 @@ class LegacyBlobBackend:
             contiguous_tail=not options.filters_messages,
             items={c.item_id: c for c in items if c.item_id is not None},
             metadata_json={k: jsoncodec.dumps(v) for k, v in whole.metadata.items()},
+            store=self,
         )
         self._observer.done("load_state", conversation_id, started, 1)
         return state
@@ -189,7 +190,7 @@ class LegacyBlobBackend:
         conversation_id, user_id, expected_version = check_call(
             conversation_id, user_id, expected_version
         )
-        plan = plan_save(state, conversation_id)
+        plan = plan_save(state, conversation_id, self)
         new, owner, version, created_at, now = await self._write(
             conversation_id, plan, user_id, expected_version
         )
@@ -205,6 +206,7 @@ class LegacyBlobBackend:
             user_id=owner,
             created_at=created_at,
             updated_at=now,
+            store=self,
         )
         self._observer.done("save_state", conversation_id, started, 1)
         return SaveResult(conversation_id, version, len(new.conversation_history), now)

@@ -63,14 +63,16 @@ def _scalars(state: AgentState) -> dict[str, Any]:
     return {name: getattr(state, name) for name in SCALARS}
 
 
-def plan_save(state: AgentState, conversation_id: str) -> WritePlan:
-    """Validate ``state`` and plan the smallest write that stores it."""
+def plan_save(state: AgentState, conversation_id: str, store: object = None) -> WritePlan:
+    """Validate ``state`` and plan the smallest write that stores it in ``store`` (the
+    backend object saving it): only a state loaded from (or saved to) the same
+    conversation of the same store writes incrementally; any other is copied whole."""
     if not isinstance(state, AgentState):
         raise ValidationError("state", f"must be an AgentState, not {type(state).__name__}")
     state.validate()
     state.focus_areas = list(state.focus_areas)
     snap = state._snapshot
-    if snap is None or snap.conversation_id != conversation_id:
+    if snap is None or snap.conversation_id != conversation_id or snap.store is not store:
         return WritePlan(
             replace=True,
             scalars=_scalars(state),
@@ -185,6 +187,7 @@ def after_save(
     user_id: str | None,
     created_at: datetime,
     updated_at: datetime,
+    store: object = None,
 ) -> None:
     """After a successful ``save_state``: give new messages and items their seq and id,
     and remember what is stored, so the next save of the same object writes only what
@@ -216,6 +219,7 @@ def after_save(
         contiguous_tail=contiguous and first_seq + n_new == message_count,
         items={c.item_id: c for c in context if c.item_id is not None},
         metadata_json={k: jsoncodec.dumps(v) for k, v in state.metadata.items()},
+        store=store,
     )
     state.conversation_id = conversation_id
     state.user_id = user_id

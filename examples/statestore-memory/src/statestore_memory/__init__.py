@@ -137,6 +137,7 @@ class MemoryBackend:
             contiguous_tail=not options.filters_messages,
             items={c.item_id: c for c in state.memory_context if c.item_id is not None},
             metadata_json={k: jsoncodec.dumps(v) for k, v in state.metadata.items()},
+            store=self,
         )
         self._observer.done("load_state", conversation_id, started, 1)
         return state
@@ -153,7 +154,7 @@ class MemoryBackend:
         conversation_id = check_id(conversation_id, "conversation_id")
         user_id = check_optional_id(user_id, "user_id")
         expected_version = check_optional_int(expected_version, "expected_version")
-        plan = plan_save(state, conversation_id)
+        plan = plan_save(state, conversation_id, self)
         record, first_item_id = await self._write(conversation_id, plan, user_id, expected_version)
         message_count = record.message_count
         after_save(
@@ -167,6 +168,7 @@ class MemoryBackend:
             user_id=record.owner,
             created_at=record.created_at,
             updated_at=record.updated_at,
+            store=self,
         )
         self._observer.done("save_state", conversation_id, started, plan.rows)
         return SaveResult(conversation_id, record.version, message_count, record.updated_at)

@@ -151,7 +151,7 @@ class NormalizedBackend:
         conversation_id, user_id, expected_version = check_call(
             conversation_id, user_id, expected_version
         )
-        plan = plan_save(state, conversation_id)
+        plan = plan_save(state, conversation_id, self)
         row, first_seq, first_item = await self._write(
             conversation_id, plan, user_id, expected_version
         )
@@ -167,6 +167,7 @@ class NormalizedBackend:
             user_id=owner,
             created_at=created_at,
             updated_at=updated_at,
+            store=self,
         )
         self._observer.done("save_state", conversation_id, started, plan.rows)
         return SaveResult(conversation_id, version, message_count, updated_at)
@@ -504,6 +505,7 @@ class NormalizedBackend:
             contiguous_tail=not options.filters_messages,
             items={c.item_id: c for c in items if c.item_id is not None},
             metadata_json=metadata_json,
+            store=self,
         )
         self._observer.done("load_state", conversation_id, started, 1 + len(messages) + len(items))
         return state
