@@ -24,8 +24,9 @@ How the follower is kept equal: after each write on the serving side, the whole
 conversation is read back from it and saved to the other side as a replacement
 (O(history), like the legacy layout itself); a delete is repeated. Writes of one
 conversation are mirrored one at a time within a process, so the follower ends with
-the newest state, and writes that arrive while a mirror waits its turn share it. Versions, item ids, created_at and updated_at are each side's own;
-owner and content are equal. ``list_conversations`` comes from the primary.
+the newest state, and writes that arrive while a mirror waits its turn share it.
+Versions, item ids, created_at and updated_at are each side's own; owner and content
+are equal. ``list_conversations`` comes from the primary.
 
 Observability: the dual backend reports each of its operations under the name
 ``dual`` (writes count one row: the conversation), and its two sides report theirs
