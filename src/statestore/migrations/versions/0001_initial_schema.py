@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0001"
@@ -111,29 +111,43 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("conversation_id", "key", name=op.f("pk_memory_metadata")),
     )
 
-    op.create_table(
-        "memory_chunks",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("user_id", sa.String(255), nullable=True),
-        sa.Column("conversation_id", sa.String(255), nullable=False),
-        sa.Column("content", sa.Text(), nullable=False),
-        sa.Column("embedding", sa.Text(), nullable=True),
-        sa.Column("created_at", Timestamp, nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_memory_chunks")),
+    # A database that adopts statestore usually has the legacy table already, full of
+    # the conversations to move: keep it as it is, and only add the index the
+    # legacy-blob backend reads by.
+    if context.is_offline_mode() or not sa.inspect(op.get_bind()).has_table("memory_chunks"):
+        op.create_table(
+            "memory_chunks",
+            sa.Column(
+                "id",
+                sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                autoincrement=True,
+                nullable=False,
+            ),
+            sa.Column("user_id", sa.String(255), nullable=True),
+            sa.Column("conversation_id", sa.String(255), nullable=False),
+            sa.Column("content", sa.Text(), nullable=False),
+            sa.Column("embedding", sa.Text(), nullable=True),
+            sa.Column("created_at", Timestamp, nullable=False),
+            sa.PrimaryKeyConstraint("id", name=op.f("pk_memory_chunks")),
+        )
+
+    existing_indexes = (
+        set()
+        if context.is_offline_mode()
+        else {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("memory_chunks")}
     )
-    op.create_index(
-        op.f("ix_memory_chunks_conversation_id_id"), "memory_chunks", ["conversation_id", "id"]
-    )
+    if "ix_memory_chunks_conversation_id_id" not in existing_indexes:
+        op.create_index(
+            op.f("ix_memory_chunks_conversation_id_id"), "memory_chunks", ["conversation_id", "id"]
+        )
 
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_memory_chunks_conversation_id_id"), table_name="memory_chunks")
-    op.drop_table("memory_chunks")
+    # Never delete legacy conversations: the table goes only when it is empty.
+    bind = op.get_bind()
+    if bind.execute(sa.text("SELECT count(*) FROM memory_chunks")).scalar() == 0:
+        op.drop_table("memory_chunks")
     op.drop_table("memory_metadata")
     op.drop_index(
         op.f("ix_memory_context_items_conversation_id_relevance_score"),
