@@ -13,5 +13,6 @@ A backend package runs the suite with::
 import pytest
 
 # The suite lives in an installed package, which pytest does not rewrite by default:
-# without this its failures would be bare AssertionErrors.
-pytest.register_assert_rewrite("statestore.testing.contract")
+# without this its failures would be bare AssertionErrors. Registering the plugin too
+# lets a conftest import from it before naming it in ``pytest_plugins``.
+pytest.register_assert_rewrite("statestore.testing.contract", "statestore.testing.plugin")
