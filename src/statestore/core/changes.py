@@ -17,6 +17,7 @@ from . import jsoncodec
 from .errors import ValidationError, VersionConflict
 from .model import AgentState, ContextItem, Message, Snapshot
 from .query import StatePatch
+from .validation import check_json
 
 __all__ = ["WritePlan", "plan_save", "plan_patch", "apply_plan", "after_save", "check_truncate"]
 
@@ -63,6 +64,19 @@ def _scalars(state: AgentState) -> dict[str, Any]:
     return {name: getattr(state, name) for name in SCALARS}
 
 
+def _recheck_new_rows(plan: WritePlan, messages_field: str, items_field: str) -> WritePlan:
+    """Messages and items are validated when built, but their metadata dicts stay
+    mutable (a NaN put in later would be written as null): check again the rows this
+    write adds, and only those, so the cost stays O(new)."""
+    for i, message in enumerate(plan.append_messages):
+        if message.metadata:
+            check_json(message.metadata, f"{messages_field}[{i}].metadata")
+    for i, item in enumerate(plan.add_items):
+        if item.metadata:
+            check_json(item.metadata, f"{items_field}[{i}].metadata")
+    return plan
+
+
 def plan_save(state: AgentState, conversation_id: str, store: object = None) -> WritePlan:
     """Validate ``state`` and plan the smallest write that stores it in ``store`` (the
     backend object saving it): only a state loaded from (or saved to) the same
@@ -73,13 +87,14 @@ def plan_save(state: AgentState, conversation_id: str, store: object = None) -> 
     state.focus_areas = list(state.focus_areas)
     snap = state._snapshot
     if snap is None or snap.conversation_id != conversation_id or snap.store is not store:
-        return WritePlan(
+        whole = WritePlan(
             replace=True,
             scalars=_scalars(state),
             append_messages=list(state.conversation_history),
             add_items=list(state.memory_context),
             set_metadata={k: jsoncodec.dumps(v) for k, v in state.metadata.items()},
         )
+        return _recheck_new_rows(whole, "conversation_history", "memory_context")
 
     plan = WritePlan(replace=False, scalars=_scalars(state), base_version=state.version)
     history = state.conversation_history
@@ -113,7 +128,7 @@ def plan_save(state: AgentState, conversation_id: str, store: object = None) -> 
         if snap.metadata_json.get(key) != encoded:
             plan.set_metadata[key] = encoded
     plan.delete_metadata = sorted(snap.metadata_json.keys() - state.metadata.keys())
-    return plan
+    return _recheck_new_rows(plan, "new messages", "new context items")
 
 
 def check_truncate(plan: WritePlan, conversation_id: str, stored: int, version: int) -> None:
@@ -127,7 +142,7 @@ def check_truncate(plan: WritePlan, conversation_id: str, stored: int, version: 
 def plan_patch(patch: StatePatch) -> WritePlan:
     if not isinstance(patch, StatePatch):
         raise ValidationError("patch", f"must be a StatePatch, not {type(patch).__name__}")
-    return WritePlan(
+    plan = WritePlan(
         replace=False,
         scalars=patch.scalars(),
         append_messages=list(patch.append_messages),
@@ -136,6 +151,7 @@ def plan_patch(patch: StatePatch) -> WritePlan:
         set_metadata={k: jsoncodec.dumps(v) for k, v in patch.set_metadata.items()},
         delete_metadata=list(patch.delete_metadata),
     )
+    return _recheck_new_rows(plan, "append_messages", "add_context")
 
 
 def apply_plan(stored: AgentState | None, plan: WritePlan, first_item_id: int) -> AgentState:

@@ -399,9 +399,9 @@ class TestHostileJson(ContractTest):
     async def test_value_broken_after_validation_rolls_the_whole_save_back(
         self, store: StorageBackend
     ) -> None:
-        """A message whose metadata is made unencodable after it was built (messages
-        are validated once, when built) fails the save half-way: ValidationError, and
-        the scalars, messages and metadata written before it are rolled back."""
+        """A message whose metadata is made unencodable after it was built (its dict
+        stays mutable) fails the save with ValidationError, and nothing of the save
+        (scalars, earlier messages, metadata) is stored."""
         cid = new_id("half")
         state = AgentState(user_input="v1", conversation_history=[Message("user", "kept")])
         await store.save_state(cid, state)
@@ -416,6 +416,27 @@ class TestHostileJson(ContractTest):
         assert loaded.version == 1
         assert loaded.user_input == "v1" and loaded.metadata == {}
         assert [m.content for m in loaded.conversation_history] == ["kept"]
+
+    async def test_nan_put_in_metadata_after_building_is_refused(
+        self, store: StorageBackend
+    ) -> None:
+        """A NaN put into a message's or item's metadata after it was built is a
+        ValidationError on save and update, never silently stored as null."""
+        cid = new_id("nan")
+        await store.save_state(cid, AgentState())
+        message = Message("user", "x")
+        message.metadata["score"] = float("nan")
+        item = ContextItem("c")
+        item.metadata["score"] = float("inf")
+        with pytest.raises(ValidationError, match="nan"):
+            await store.update_state(cid, StatePatch(append_messages=[message]))
+        with pytest.raises(ValidationError, match="inf"):
+            await store.update_state(cid, StatePatch(add_context=[item]))
+        with pytest.raises(ValidationError, match="nan"):
+            await store.save_state(cid, AgentState(conversation_history=[message]))
+        loaded = await store.load_state(cid)
+        assert loaded.version == 1 and loaded.conversation_history == []
+        assert loaded.memory_context == []
 
 
 HOSTILE_IDS = [
