@@ -43,3 +43,25 @@ async def test_state_from_another_store_is_copied_whole(
         window.memory_context.pop(0)
         await stores[1].save_state("d", window)
         assert (await stores[1].load_state("d")).to_dict() == window.to_dict()
+
+
+@pytest.mark.parametrize(
+    "target", [t for t in _sqlite_or_memory() if t.engine is not None], ids=lambda t: t.id
+)
+async def test_another_store_object_on_the_same_database_is_the_same_store(
+    target: BackendTarget, tmp_path: Path
+) -> None:
+    """A windowed state loaded through one store object and saved through another one
+    opened on the same URL (a store per request) writes incrementally: the messages it
+    did not load are kept."""
+    url = f"sqlite:///{tmp_path}/same.db"
+    async with open_target(target, url) as first:
+        await first.save_state(
+            "c", AgentState(conversation_history=[message(i) for i in range(10)])
+        )
+        window = await first.load_state("c", LoadOptions(last_messages=2))
+    window.conversation_history.append(message(10))
+    async with open_target(target, url) as second:
+        await second.save_state("c", window)
+        loaded = await second.load_state("c")
+    assert [m.content for m in loaded.conversation_history] == [f"message {i}" for i in range(11)]

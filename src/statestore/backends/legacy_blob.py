@@ -103,6 +103,13 @@ class LegacyBlobBackend:
     def __repr__(self) -> str:
         return f"<LegacyBlobBackend {self._db.url}>"
 
+    @property
+    def _store_key(self) -> str:
+        """The data this store reads and writes (layout and database), which a loaded
+        state's snapshot is tied to: another store object on the same database shares
+        it, so a state may be saved through either incrementally."""
+        return f"{self.name} {self._db.url}"
+
     async def __aenter__(self) -> Self:
         await self._db.connect(self._migrate)
         return self
@@ -173,7 +180,7 @@ class LegacyBlobBackend:
             contiguous_tail=not options.filters_messages,
             items={c.item_id: c for c in items if c.item_id is not None},
             metadata_json={k: jsoncodec.dumps(v) for k, v in whole.metadata.items()},
-            store=self,
+            store=self._store_key,
         )
         self._observer.done("load_state", conversation_id, started, 1)
         return state
@@ -190,7 +197,7 @@ class LegacyBlobBackend:
         conversation_id, user_id, expected_version = check_call(
             conversation_id, user_id, expected_version
         )
-        plan = plan_save(state, conversation_id, self)
+        plan = plan_save(state, conversation_id, self._store_key)
         new, owner, version, created_at, now = await self._write(
             conversation_id, plan, user_id, expected_version
         )
@@ -206,7 +213,7 @@ class LegacyBlobBackend:
             user_id=owner,
             created_at=created_at,
             updated_at=now,
-            store=self,
+            store=self._store_key,
         )
         self._observer.done("save_state", conversation_id, started, 1)
         return SaveResult(conversation_id, version, len(new.conversation_history), now)

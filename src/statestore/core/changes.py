@@ -78,15 +78,16 @@ def _recheck_new_rows(plan: WritePlan, messages_field: str, items_field: str) ->
 
 
 def plan_save(state: AgentState, conversation_id: str, store: object = None) -> WritePlan:
-    """Validate ``state`` and plan the smallest write that stores it in ``store`` (the
-    backend object saving it): only a state loaded from (or saved to) the same
-    conversation of the same store writes incrementally; any other is copied whole."""
+    """Validate ``state`` and plan the smallest write that stores it in ``store`` (a key
+    naming the data the saving backend holds, e.g. its layout and database URL): only
+    a state loaded from (or saved to) the same conversation of the same store writes
+    incrementally; any other is copied whole."""
     if not isinstance(state, AgentState):
         raise ValidationError("state", f"must be an AgentState, not {type(state).__name__}")
     state.validate()
     state.focus_areas = list(state.focus_areas)
     snap = state._snapshot
-    if snap is None or snap.conversation_id != conversation_id or snap.store is not store:
+    if snap is None or snap.conversation_id != conversation_id or snap.store != store:
         whole = WritePlan(
             replace=True,
             scalars=_scalars(state),

@@ -278,8 +278,9 @@ class Snapshot:
     contiguous_tail: bool
     items: dict[int, ContextItem]
     metadata_json: dict[str, str]
-    # The store (backend object) it was loaded from or saved to: another store gets a
-    # whole copy, since only this one holds what the snapshot describes.
+    # Which store it was loaded from or saved to (a key naming the backend's data, e.g.
+    # layout and database): another store gets a whole copy, since only this one holds
+    # what the snapshot describes.
     store: object = None
 
 

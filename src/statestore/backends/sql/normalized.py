@@ -122,6 +122,13 @@ class NormalizedBackend:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._db.url}>"
 
+    @property
+    def _store_key(self) -> str:
+        """The data this store reads and writes (layout and database), which a loaded
+        state's snapshot is tied to: another store object on the same database shares
+        it, so a state may be saved through either incrementally."""
+        return f"{self.name} {self._db.url}"
+
     async def __aenter__(self) -> Self:
         await self._db.connect(self._migrate)
         return self
@@ -151,7 +158,7 @@ class NormalizedBackend:
         conversation_id, user_id, expected_version = check_call(
             conversation_id, user_id, expected_version
         )
-        plan = plan_save(state, conversation_id, self)
+        plan = plan_save(state, conversation_id, self._store_key)
         row, first_seq, first_item = await self._write(
             conversation_id, plan, user_id, expected_version
         )
@@ -167,7 +174,7 @@ class NormalizedBackend:
             user_id=owner,
             created_at=created_at,
             updated_at=updated_at,
-            store=self,
+            store=self._store_key,
         )
         self._observer.done("save_state", conversation_id, started, plan.rows)
         return SaveResult(conversation_id, version, message_count, updated_at)
@@ -505,7 +512,7 @@ class NormalizedBackend:
             contiguous_tail=not options.filters_messages,
             items={c.item_id: c for c in items if c.item_id is not None},
             metadata_json=metadata_json,
-            store=self,
+            store=self._store_key,
         )
         self._observer.done("load_state", conversation_id, started, 1 + len(messages) + len(items))
         return state
