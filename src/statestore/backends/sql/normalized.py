@@ -444,19 +444,29 @@ class NormalizedBackend:
         msgs = plan.append_messages
         dumps = jsoncodec.dumps
         n = p.add(len(msgs))
-        roles = p.add([m.role for m in msgs])
-        contents = p.add([m.content for m in msgs])
-        types = p.add([m.message_type for m in msgs])
-        tools = p.add([m.tool_name for m in msgs])
-        stamps = p.add([m.timestamp for m in msgs])
-        metas = p.add([dumps(m.metadata) if m.metadata else "{}" for m in msgs])
+        metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
+        if len(msgs) == 1:
+            # The per-turn case: plain parameters, cheaper than arrays (-60..100 us).
+            m = msgs[0]
+            rows = (
+                f"(VALUES ({p.add(m.role)}::text, {p.add(m.content)}::text, "
+                f"{p.add(m.message_type)}::text, {p.add(m.tool_name)}::text, "
+                f"{p.add(m.timestamp)}::timestamptz, {p.add(metadata[0])}::jsonb, 1::bigint))"
+            )
+        else:
+            rows = (
+                f"unnest({p.add([m.role for m in msgs])}::text[], "
+                f"{p.add([m.content for m in msgs])}::text[], "
+                f"{p.add([m.message_type for m in msgs])}::text[], "
+                f"{p.add([m.tool_name for m in msgs])}::text[], "
+                f"{p.add([m.timestamp for m in msgs])}::timestamptz[], "
+                f"{p.add(metadata)}::jsonb[]) WITH ORDINALITY"
+            )
         sql = (
             f"WITH s AS ({update}), m AS (INSERT INTO conversation_messages (conversation_id, "
             "seq, role, content, message_type, tool_name, created_at, metadata) "
             f"SELECT $1, s.message_count - {n} + t.i - 1, t.role, t.content, t.message_type, "
-            "t.tool_name, t.created_at, t.metadata FROM s, "
-            f"unnest({roles}::text[], {contents}::text[], {types}::text[], {tools}::text[], "
-            f"{stamps}::timestamptz[], {metas}::jsonb[]) WITH ORDINALITY "
+            f"t.tool_name, t.created_at, t.metadata FROM s, {rows} "
             "AS t(role, content, message_type, tool_name, created_at, metadata, i)) "
             "SELECT * FROM s"
         )
