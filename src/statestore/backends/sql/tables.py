@@ -34,7 +34,9 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 Json = sa.Text().with_variant(JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
-Id = sa.String(255)
+# Ids order by code point on both engines ("C" collation on PostgreSQL, SQLite's
+# BINARY), so listing and paging give the same order whatever the database's locale.
+Id = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 
 
 def _conversation_fk() -> sa.Column[str]:

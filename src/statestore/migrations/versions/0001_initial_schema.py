@@ -19,14 +19,15 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 Json = sa.Text().with_variant(JSONB(), "postgresql")
+Id = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 Timestamp = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "conversation_states",
-        sa.Column("conversation_id", sa.String(255), nullable=False),
-        sa.Column("user_id", sa.String(255), nullable=True),
+        sa.Column("conversation_id", Id, nullable=False),
+        sa.Column("user_id", Id, nullable=True),
         sa.Column("user_input", sa.Text(), nullable=True),
         sa.Column("focus_areas", Json, nullable=False),
         sa.Column("step_count", sa.BigInteger(), nullable=False),
@@ -52,7 +53,7 @@ def upgrade() -> None:
 
     op.create_table(
         "conversation_messages",
-        sa.Column("conversation_id", sa.String(255), nullable=False),
+        sa.Column("conversation_id", Id, nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("role", sa.String(32), nullable=False),
         sa.Column("content", sa.Text(), nullable=False),
@@ -71,7 +72,7 @@ def upgrade() -> None:
 
     op.create_table(
         "memory_context_items",
-        sa.Column("conversation_id", sa.String(255), nullable=False),
+        sa.Column("conversation_id", Id, nullable=False),
         sa.Column("item_id", sa.BigInteger(), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("content", sa.Text(), nullable=False),
@@ -99,7 +100,7 @@ def upgrade() -> None:
 
     op.create_table(
         "memory_metadata",
-        sa.Column("conversation_id", sa.String(255), nullable=False),
+        sa.Column("conversation_id", Id, nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("value", Json, nullable=False),
         sa.ForeignKeyConstraint(
@@ -123,8 +124,8 @@ def upgrade() -> None:
                 autoincrement=True,
                 nullable=False,
             ),
-            sa.Column("user_id", sa.String(255), nullable=True),
-            sa.Column("conversation_id", sa.String(255), nullable=False),
+            sa.Column("user_id", Id, nullable=True),
+            sa.Column("conversation_id", Id, nullable=False),
             sa.Column("content", sa.Text(), nullable=False),
             sa.Column("embedding", sa.Text(), nullable=True),
             sa.Column("created_at", Timestamp, nullable=False),
