@@ -195,27 +195,38 @@ class SqliteDatabase:
     async def connect(self, migrate: bool | None) -> None:
         if self._conn is not None:
             return
-        try:
-            if self.path.parent != Path():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            if migrate is not False:
-                await self._migrate_if_needed()
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        # Switching a new file to WAL needs a lock that SQLite may refuse at once
+        # (without waiting out busy_timeout) while another process sets the file up.
+        delay = 0.01
+        for attempt in range(self.retries + 1):
             try:
-                await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-                await conn.execute("PRAGMA journal_mode=WAL")
-                await conn.execute("PRAGMA synchronous=NORMAL")
-                await conn.execute("PRAGMA foreign_keys=ON")
-                if migrate is False:
-                    await _check_revision(conn, self.url)
-            except BaseException:
-                await conn.close()
-                raise
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc}") from exc
-        self._conn = conn
+                self._conn = await self._open(migrate)
+                return
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or attempt == self.retries:
+                    raise _translate(exc, self.path) from exc
+            except OSError as exc:
+                raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc}") from exc
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    async def _open(self, migrate: bool | None) -> aiosqlite.Connection:
+        if self.path.parent != Path():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if migrate is not False:
+            await self._migrate_if_needed()
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            if migrate is False:
+                await _check_revision(conn, self.url)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _migrate_if_needed(self) -> None:
         if self.path.exists():
