@@ -251,7 +251,10 @@ class NormalizedBackend:
                             tx, conversation_id, plan, user_id, expected_version, now
                         )
                     if row is None:
-                        raise VersionConflict(conversation_id, expected_version or 0, version)
+                        stale = (
+                            expected_version if expected_version is not None else plan.base_version
+                        )
+                        raise VersionConflict(conversation_id, stale, version)
                 elif not plan.replace or expected_version not in (None, 0):
                     raise ConversationNotFound(conversation_id)
             if row is None:
