@@ -234,10 +234,24 @@ class NormalizedBackend:
 
         # A closure run by db.run (SQLite runs it whole in its connection's thread).
         async def body(tx: Tx) -> tuple[tuple[Any, ...], int, int]:
-            row = await self._update_state_row(
-                tx, conversation_id, plan, user_id, expected_version, now
-            )
-            created = False
+            row = None
+            if plan.replace and expected_version in (None, 0):
+                # Most replacing saves create: try that first (one statement, where
+                # UPDATE-miss, probe, INSERT take three); an existing row falls through.
+                row = await tx.fetchrow(
+                    INSERT_STATE,
+                    conversation_id,
+                    user_id,
+                    *self._scalar_values(plan),
+                    n_msgs,
+                    n_items,
+                    db.ts(now),
+                )
+            created = row is not None
+            if row is None:
+                row = await self._update_state_row(
+                    tx, conversation_id, plan, user_id, expected_version, now
+                )
             if row is None:
                 probe = await tx.fetchrow(PROBE_STATE, conversation_id)
                 if probe is not None:
