@@ -5,7 +5,8 @@ creates match ``statestore.backends.sql.tables.metadata`` (as apache/airflow's
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +21,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from statestore.backends.sql import migrate
 from statestore.backends.sql.tables import metadata
 from statestore.testing.plugin import _admin, _server_url, _unavailable, _with_database
+
+T = TypeVar("T")
 
 TABLES = {
     "conversation_states",
@@ -53,12 +56,12 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     return str(request.getfixturevalue("empty_postgres_url"))
 
 
-async def _on_connection(url: str, fn: object) -> object:
+async def _on_connection(url: str, fn: Callable[[Connection], T]) -> T:
     """Run ``fn(sync_connection)`` on a connection to ``url``."""
     engine = create_async_engine(migrate.sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
         async with engine.begin() as conn:
-            return await conn.run_sync(fn)  # type: ignore[arg-type]
+            return await conn.run_sync(fn)
     finally:
         await engine.dispose()
 
@@ -67,7 +70,7 @@ async def _tables(url: str) -> set[str]:
     def names(conn: Connection) -> set[str]:
         return set(sa.inspect(conn).get_table_names())
 
-    return await _on_connection(url, names)  # type: ignore[return-value]
+    return await _on_connection(url, names)
 
 
 async def _revision(url: str) -> str | None:
@@ -76,7 +79,7 @@ async def _revision(url: str) -> str | None:
             return None
         return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
-    return await _on_connection(url, current)  # type: ignore[return-value]
+    return await _on_connection(url, current)
 
 
 async def _alembic_check(url: str) -> None:
@@ -143,7 +146,7 @@ async def test_check_notices_a_difference(empty_url: str) -> None:
         return list(compare_metadata(context, changed))
 
     differences = await _on_connection(empty_url, diff)
-    assert [d[0] for d in differences] == ["add_column"]  # type: ignore[attr-defined, index]
+    assert [d[0] for d in differences] == ["add_column"]  # type: ignore[index]
 
 
 async def test_upgrade_is_idempotent(empty_url: str) -> None:
