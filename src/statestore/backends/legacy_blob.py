@@ -29,6 +29,7 @@ from ..core.changes import (
     check_truncate,
     plan_patch,
     plan_save,
+    view_of,
 )
 from ..core.config import backend_for_url
 from ..core.errors import (
@@ -38,7 +39,7 @@ from ..core.errors import (
     VersionConflict,
 )
 from ..core.hookspecs import BackendSpec, hookimpl
-from ..core.model import AgentState, Snapshot
+from ..core.model import AgentState
 from ..core.observe import Observer
 from ..core.query import LoadOptions, StatePatch
 from ..core.validation import check_int, check_optional_id
@@ -155,31 +156,14 @@ class LegacyBlobBackend:
         if newest is None:
             raise ConversationNotFound(conversation_id)
         owner, whole, updated_at, version, created_at = newest
-        total = len(whole.conversation_history)
-        messages = options.select_messages(whole.conversation_history)
-        items = options.select_context(whole.memory_context, whole.focus_areas)
-        state = AgentState(
-            user_input=whole.user_input,
-            focus_areas=whole.focus_areas,
-            step_count=whole.step_count,
-            last_tool_result=whole.last_tool_result,
-            conversation_history=messages,
-            memory_context=items,
-            metadata=whole.metadata,
+        state = view_of(
+            whole,
+            options,
             conversation_id=conversation_id,
             user_id=owner,
             version=version,
             created_at=created_at,
             updated_at=updated_at,
-            history_start=messages[0].seq if messages and messages[0].seq is not None else total,
-            history_total=total,
-        )
-        state._snapshot = Snapshot(
-            conversation_id=conversation_id,
-            messages=tuple(messages),
-            contiguous_tail=not options.filters_messages,
-            items={c.item_id: c for c in items if c.item_id is not None},
-            metadata_json={k: jsoncodec.dumps(v) for k, v in whole.metadata.items()},
             store=self._store_key,
         )
         self._observer.done("load_state", conversation_id, started, 1)

@@ -16,10 +16,19 @@ from typing import Any
 from . import jsoncodec
 from .errors import ValidationError, VersionConflict
 from .model import AgentState, ContextItem, Message, Snapshot
-from .query import StatePatch
+from .query import LoadOptions, StatePatch
 from .validation import check_json
 
-__all__ = ["WritePlan", "plan_save", "plan_patch", "apply_plan", "after_save", "check_truncate"]
+__all__ = [
+    "remember_loaded",
+    "view_of",
+    "WritePlan",
+    "plan_save",
+    "plan_patch",
+    "apply_plan",
+    "after_save",
+    "check_truncate",
+]
 
 SCALARS = ("user_input", "focus_areas", "step_count", "last_tool_result")
 
@@ -245,3 +254,60 @@ def after_save(
     state.updated_at = updated_at
     state.history_start = start
     state.history_total = message_count
+
+
+def remember_loaded(
+    state: AgentState,
+    conversation_id: str,
+    options: LoadOptions,
+    store: object,
+    metadata_json: dict[str, str] | None = None,
+) -> AgentState:
+    """Attach to a state ``load_state`` is returning the snapshot ``plan_save`` later
+    compares against (``metadata_json``: its metadata encoded, if already at hand)."""
+    if metadata_json is None:
+        metadata_json = {k: jsoncodec.dumps(v) for k, v in state.metadata.items()}
+    state._snapshot = Snapshot(
+        conversation_id=conversation_id,
+        messages=tuple(state.conversation_history),
+        contiguous_tail=not options.filters_messages,
+        items={c.item_id: c for c in state.memory_context if c.item_id is not None},
+        metadata_json=metadata_json,
+        store=store,
+    )
+    return state
+
+
+def view_of(
+    whole: AgentState,
+    options: LoadOptions,
+    *,
+    conversation_id: str,
+    user_id: str | None,
+    version: int,
+    created_at: datetime,
+    updated_at: datetime,
+    store: object,
+) -> AgentState:
+    """``load_state``'s answer for a backend that keeps whole states (messages with
+    their seq, items with their id): what ``options`` select, answered in Python,
+    with the store-managed fields and the snapshot. ``whole`` is not modified."""
+    total = len(whole.conversation_history)
+    messages = options.select_messages(whole.conversation_history)
+    state = AgentState(
+        user_input=whole.user_input,
+        focus_areas=list(whole.focus_areas),
+        step_count=whole.step_count,
+        last_tool_result=whole.last_tool_result,
+        conversation_history=messages,
+        memory_context=options.select_context(whole.memory_context, whole.focus_areas),
+        metadata=dict(whole.metadata),
+        conversation_id=conversation_id,
+        user_id=user_id,
+        version=version,
+        created_at=created_at,
+        updated_at=updated_at,
+        history_start=messages[0].seq if messages and messages[0].seq is not None else total,
+        history_total=total,
+    )
+    return remember_loaded(state, conversation_id, options, store)

@@ -47,8 +47,8 @@ from statestore.core.changes import (
     check_truncate,
     plan_patch,
     plan_save,
+    view_of,
 )
-from statestore.core.model import Snapshot
 from statestore.core.observe import Observer
 from statestore.core.validation import check_id, check_int, check_optional_id, check_optional_int
 
@@ -118,25 +118,14 @@ class MemoryBackend:
         record = self._visible(conversation_id, user_id)
         if record is None:
             raise ConversationNotFound(conversation_id)
-        state = record.state()
-        total = len(state.conversation_history)
-        state.conversation_history = options.select_messages(state.conversation_history)
-        state.memory_context = options.select_context(state.memory_context, state.focus_areas)
-        history = state.conversation_history
-        state.conversation_id, state.user_id, state.version = (
-            conversation_id,
-            record.owner,
-            record.version,
-        )
-        state.created_at, state.updated_at = record.created_at, record.updated_at
-        state.history_start = (history[0].seq or 0) if history else total
-        state.history_total = total
-        state._snapshot = Snapshot(
+        state = view_of(
+            record.state(),
+            options,
             conversation_id=conversation_id,
-            messages=tuple(history),
-            contiguous_tail=not options.filters_messages,
-            items={c.item_id: c for c in state.memory_context if c.item_id is not None},
-            metadata_json={k: jsoncodec.dumps(v) for k, v in state.metadata.items()},
+            user_id=record.owner,
+            version=record.version,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
             store=self,
         )
         self._observer.done("load_state", conversation_id, started, 1)

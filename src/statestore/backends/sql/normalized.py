@@ -15,14 +15,14 @@ from typing import Any, ClassVar, Self
 
 from ...core import jsoncodec
 from ...core.backend import ConversationInfo, SaveResult
-from ...core.changes import WritePlan, after_save, plan_patch, plan_save
+from ...core.changes import WritePlan, after_save, plan_patch, plan_save, remember_loaded
 from ...core.errors import (
     ConversationNotFound,
     CorruptState,
     ValidationError,
     VersionConflict,
 )
-from ...core.model import AgentState, ContextItem, Message, Snapshot
+from ...core.model import AgentState, ContextItem, Message
 from ...core.observe import Observer
 from ...core.query import LoadOptions, StatePatch
 from ...core.validation import check_id, check_int, check_optional_id, check_optional_int
@@ -533,14 +533,7 @@ class NormalizedBackend:
             return state, messages, items, metadata_json
 
         state, messages, items, metadata_json = await db.run(body, write=False)
-        state._snapshot = Snapshot(
-            conversation_id=conversation_id,
-            messages=tuple(state.conversation_history),
-            contiguous_tail=not options.filters_messages,
-            items={c.item_id: c for c in items if c.item_id is not None},
-            metadata_json=metadata_json,
-            store=self._store_key,
-        )
+        remember_loaded(state, conversation_id, options, self._store_key, metadata_json)
         self._observer.done("load_state", conversation_id, started, 1 + len(messages) + len(items))
         return state
 
