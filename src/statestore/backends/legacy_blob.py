@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from ..core import jsoncodec
 from ..core.backend import ConversationInfo, SaveResult
@@ -43,6 +42,7 @@ from ..core.model import AgentState
 from ..core.observe import Observer
 from ..core.query import LoadOptions, StatePatch
 from ..core.validation import check_int, check_optional_id
+from .sql.base import DatabaseBackend
 from .sql.database import Database, Tx
 from .sql.normalized import check_call
 
@@ -84,7 +84,7 @@ def parse_document(conversation_id: str, content: str) -> AgentState:
         raise CorruptState(conversation_id, str(exc)) from exc
 
 
-class LegacyBlobBackend:
+class LegacyBlobBackend(DatabaseBackend):
     """The one-JSON-document-per-save layout (see the module docstring)."""
 
     name: ClassVar[str] = "legacy-blob"
@@ -97,34 +97,7 @@ class LegacyBlobBackend:
         observer: Observer | None = None,
         **options: Any,
     ) -> None:
-        self._db = open_database(url, **options)
-        self._migrate = migrate
-        self._observer = observer or Observer(self.name)
-
-    def __repr__(self) -> str:
-        return f"<LegacyBlobBackend {self._db.url}>"
-
-    @property
-    def _store_key(self) -> str:
-        """The data this store reads and writes (layout and database), which a loaded
-        state's snapshot is tied to: another store object on the same database shares
-        it, so a state may be saved through either incrementally."""
-        return f"{self.name} {self._db.url}"
-
-    async def __aenter__(self) -> Self:
-        await self._db.connect(self._migrate)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._db.close()
+        super().__init__(open_database(url, **options), migrate=migrate, observer=observer)
 
     async def _newest(
         self, tx: Tx, conversation_id: str, user_id: str | None

@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any
 
 from ...core import jsoncodec
 from ...core.backend import ConversationInfo, SaveResult
@@ -23,10 +22,10 @@ from ...core.errors import (
     VersionConflict,
 )
 from ...core.model import AgentState, ContextItem, Message
-from ...core.observe import Observer
 from ...core.query import LoadOptions, StatePatch
 from ...core.validation import check_id, check_int, check_optional_id, check_optional_int
-from .database import Database, Tx
+from .base import DatabaseBackend
+from .database import Tx
 
 __all__ = ["NormalizedBackend", "check_call"]
 
@@ -108,41 +107,9 @@ class _Params:
         return f"${len(self.values)}"
 
 
-class NormalizedBackend:
+class NormalizedBackend(DatabaseBackend):
     """The normalized layout over a ``Database`` adapter (see ``sqlite`` and
     ``postgres`` for the backends users open)."""
-
-    name: ClassVar[str]
-
-    def __init__(self, db: Database, *, migrate: bool | None, observer: Observer | None) -> None:
-        self._db = db
-        self._migrate = migrate
-        self._observer = observer or Observer(self.name)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._db.url}>"
-
-    @property
-    def _store_key(self) -> str:
-        """The data this store reads and writes (layout and database), which a loaded
-        state's snapshot is tied to: another store object on the same database shares
-        it, so a state may be saved through either incrementally."""
-        return f"{self.name} {self._db.url}"
-
-    async def __aenter__(self) -> Self:
-        await self._db.connect(self._migrate)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._db.close()
 
     # -- writes ----------------------------------------------------------------------
 
