@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,9 @@ import statestore
 from statestore import AgentState, ContextItem, Message
 from statestore.backends.sql import migrate
 from statestore.cli import build_parser, main
-from statestore.testing.plugin import _admin, _server_url, _unavailable, _with_database
+from statestore.testing.plugin import (
+    scratch_database,
+)
 
 PASSWORD = "pa55-w0rd-secret"
 
@@ -35,18 +37,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def empty_postgres_url() -> object:
+def empty_postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database of this test's own, dropped afterwards."""
-    server = _server_url()
-    name = f"statestore_cli_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
-    try:
-        yield _with_database(server, name)
-    finally:
-        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database("statestore_cli") as url:
+        yield url
 
 
 def _statestore_script() -> str:

@@ -5,7 +5,6 @@ conversations load through legacy-blob and copy to the normalized layout."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import statestore
 from statestore import AgentState, Message
 from statestore.backends.sql import migrate
-from statestore.testing.plugin import _admin, _server_url, _unavailable, _with_database
+from statestore.testing.plugin import scratch_database
 
 OLD_STATE = AgentState(
     user_input="what is the weather?",
@@ -47,14 +46,7 @@ async def legacy_postgres_url() -> AsyncIterator[str]:
     """A database of this test's own holding only the old system's table and rows."""
     import asyncpg
 
-    server = _server_url()
-    name = f"statestore_adopt_{uuid.uuid4().hex[:12]}"
-    try:
-        await _admin(server, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
-    url = _with_database(server, name)
-    try:
+    with scratch_database("statestore_adopt") as url:
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(PG_LEGACY_DDL)
@@ -66,8 +58,6 @@ async def legacy_postgres_url() -> AsyncIterator[str]:
         finally:
             await conn.close()
         yield url
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres

@@ -4,8 +4,7 @@ creates match ``statestore.backends.sql.tables.metadata`` (as apache/airflow's
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -20,7 +19,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from statestore.backends.sql import migrate
 from statestore.backends.sql.tables import metadata
-from statestore.testing.plugin import _admin, _server_url, _unavailable, _with_database
+from statestore.testing.plugin import (
+    scratch_database,
+)
 
 T = TypeVar("T")
 
@@ -34,18 +35,10 @@ TABLES = {
 
 
 @pytest.fixture
-async def empty_postgres_url() -> AsyncIterator[str]:
+def empty_postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database of this test's own, dropped afterwards."""
-    server = _server_url()
-    name = f"statestore_mig_{uuid.uuid4().hex[:12]}"
-    try:
-        await _admin(server, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
-    try:
-        yield _with_database(server, name)
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("statestore_mig") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -5,7 +5,7 @@ show the password."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +21,10 @@ from statestore import (
     StateStoreError,
 )
 from statestore.backends.sql import migrate
-from statestore.testing.plugin import _admin, _server_url, _unavailable, _with_database
+from statestore.testing.plugin import (
+    _with_database,
+    scratch_database,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -29,18 +32,10 @@ CHILD_TABLES = ("conversation_messages", "memory_context_items", "memory_metadat
 
 
 @pytest.fixture
-async def empty_postgres_url() -> AsyncIterator[str]:
+def empty_postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database of this test's own, dropped afterwards."""
-    server = _server_url()
-    name = f"statestore_pg_{uuid.uuid4().hex[:12]}"
-    try:
-        await _admin(server, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
-    try:
-        yield _with_database(server, name)
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("statestore_pg") as url:
+        yield url
 
 
 async def _fetch(url: str, sql: str, *args: Any) -> list[Any]:

@@ -3,15 +3,13 @@ PostgreSQL whatever its collation, as on SQLite."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import pytest
 
 import statestore
 from statestore import AgentState
-from statestore.backends.sql import migrate
-from statestore.testing.plugin import _admin, _server_url, _unavailable, _with_database
+from statestore.testing.plugin import scratch_database
 
 pytestmark = pytest.mark.postgres
 
@@ -20,24 +18,14 @@ IDS = ["a", "B", "_x", "é"]
 
 
 @pytest.fixture
-async def icu_postgres_url() -> AsyncIterator[str]:
+def icu_postgres_url() -> Iterator[str]:
     """A migrated database of this test's own whose default collation is ICU en-US."""
-    server = _server_url()
-    name = f"statestore_icu_{uuid.uuid4().hex[:12]}"
-    try:
-        await _admin(
-            server,
-            f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
-            "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
-        )
-    except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
-    url = _with_database(server, name)
-    try:
-        await migrate.upgrade(url)
+    with scratch_database(
+        "statestore_icu",
+        create_options="TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+        migrated=True,
+    ) as url:
         yield url
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("backend", ["postgres", "legacy-blob"])

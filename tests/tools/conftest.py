@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,10 @@ import pytest
 import statestore
 from statestore import AgentState, ContextItem, Message
 from statestore.backends.sqlite import sqlite_path
-from statestore.testing.plugin import _admin, _server_url, _with_database
+from statestore.testing.plugin import (
+    _admin,
+    scratch_database,
+)
 
 TABLES = "conversation_states, conversation_messages, memory_context_items, memory_metadata"
 
@@ -27,20 +29,8 @@ BIG = "long text \u00e9\u4e2d " * 40_000  # about 600 kB
 @pytest.fixture(scope="module")
 def own_pg_server() -> Iterator[str]:
     """A migrated PostgreSQL database for this module, dropped at the end."""
-    from statestore.backends.sql import migrate
-
-    server = _server_url()
-    name = f"statestore_tools_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not available: {exc}")
-    url = _with_database(server, name)
-    try:
-        asyncio.run(migrate.upgrade(url))
+    with scratch_database("statestore_tools", migrated=True) as url:
         yield url
-    finally:
-        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

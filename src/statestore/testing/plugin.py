@@ -16,20 +16,24 @@ Use it from a ``conftest.py``: ``pytest_plugins = ["statestore.testing.plugin"]`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from ..core.backend import StorageBackend
 from ..core.registry import Registry, default_registry
 
-__all__ = ["BackendTarget", "backend_targets", "open_target"]
+__all__ = ["scratch_database", "BackendTarget", "backend_targets", "open_target"]
+
+T = TypeVar("T")
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -87,25 +91,44 @@ def _unavailable(reason: str) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session."""
+def _run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end from sync or async code (a thread of its own, so that a
+    fixture inside a running event loop may call it too)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@contextlib.contextmanager
+def scratch_database(
+    prefix: str = "statestore_scratch", *, create_options: str = "", migrated: bool = False
+) -> Iterator[str]:
+    """A new PostgreSQL database of the caller's own (``CREATE DATABASE ...
+    create_options``), migrated to head if asked, dropped on exit. Without a server the
+    test skips, saying how to enable it (fails under ``STATESTORE_REQUIRE_POSTGRES=1``)."""
     from ..backends.sql import migrate
 
     server = _server_url()
-    name = f"statestore_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+        _run_now(_admin(server, f'CREATE DATABASE "{name}" {create_options}'))
     except ImportError:
         _unavailable("asyncpg is not installed: pip install 'statestore[postgres]'")
     except Exception as exc:
         _unavailable(f"{type(exc).__name__}: {exc}")
     url = _with_database(server, name)
     try:
-        asyncio.run(migrate.upgrade(url))
+        if migrated:
+            _run_now(migrate.upgrade(url))
         yield url
     finally:
-        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run_now(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    with scratch_database("statestore_test", migrated=True) as url:
+        yield url
 
 
 @pytest.fixture
