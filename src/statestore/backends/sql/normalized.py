@@ -201,65 +201,9 @@ class NormalizedBackend(DatabaseBackend):
 
         # A closure run by db.run (SQLite runs it whole in its connection's thread).
         async def body(tx: Tx) -> tuple[tuple[Any, ...], int, int]:
-            row = None
-            if plan.replace and expected_version in (None, 0):
-                # Most replacing saves create: try that first (one statement, where
-                # UPDATE-miss, probe, INSERT take three); an existing row falls through.
-                row = await tx.fetchrow(
-                    INSERT_STATE,
-                    conversation_id,
-                    user_id,
-                    *self._scalar_values(plan),
-                    n_msgs,
-                    n_items,
-                    db.ts(now),
-                )
-            created = row is not None
-            if row is None:
-                row = await self._update_state_row(
-                    tx, conversation_id, plan, user_id, expected_version, now
-                )
-            if row is None:
-                probe = await tx.fetchrow(PROBE_STATE, conversation_id)
-                if probe is not None:
-                    version, owner = probe
-                    if owner is not None and user_id is not None and owner != user_id:
-                        raise ConversationNotFound(conversation_id)
-                    if expected_version is None and plan.truncate_expects is None:
-                        # Nothing but a row created by a concurrent writer since our
-                        # UPDATE can make it miss: update that row, as if we came second.
-                        row = await self._update_state_row(
-                            tx, conversation_id, plan, user_id, expected_version, now
-                        )
-                    if row is None:
-                        stale = (
-                            expected_version if expected_version is not None else plan.base_version
-                        )
-                        raise VersionConflict(conversation_id, stale, version)
-                elif not plan.replace or expected_version not in (None, 0):
-                    raise ConversationNotFound(conversation_id)
-            if row is None:
-                row = await tx.fetchrow(
-                    INSERT_STATE,
-                    conversation_id,
-                    user_id,
-                    *self._scalar_values(plan),
-                    n_msgs,
-                    n_items,
-                    db.ts(now),
-                )
-                if row is not None:
-                    created = True
-                elif expected_version == 0:
-                    raise VersionConflict(conversation_id, 0, 1)
-                else:
-                    # A concurrent writer created it since our UPDATE: replace theirs,
-                    # as if we had come second (the row is committed and visible now).
-                    row = await self._update_state_row(
-                        tx, conversation_id, plan, user_id, expected_version, now
-                    )
-                    if row is None:
-                        raise ConversationNotFound(conversation_id)
+            row, created = await self._claim_state_row(
+                tx, conversation_id, plan, user_id, expected_version, now
+            )
             version, message_count, next_item_id, owner, created_at = row
             first_seq = message_count - n_msgs
             first_item = next_item_id - n_items
@@ -351,6 +295,56 @@ class NormalizedBackend(DatabaseBackend):
             await tx.copy_rows(table, columns, rows)
         else:
             await tx.executemany(sql, rows)
+
+    async def _claim_state_row(
+        self,
+        tx: Tx,
+        conversation_id: str,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+        now: datetime,
+    ) -> tuple[Sequence[Any], bool]:
+        """Create or update the state row; return it (version, message_count,
+        next_item_id, owner, created_at) and whether it was created. Raises
+        ConversationNotFound or VersionConflict, which roll the transaction back."""
+        # Most replacing saves create: try that first (one statement where UPDATE-miss,
+        # probe, INSERT take three). A second pass happens only when a concurrent writer
+        # created or deleted the row between our statements.
+        can_create = plan.replace and expected_version in (None, 0)
+        version = 0
+        for _ in range(2):
+            if can_create:
+                row = await tx.fetchrow(
+                    INSERT_STATE,
+                    conversation_id,
+                    user_id,
+                    *self._scalar_values(plan),
+                    len(plan.append_messages),
+                    len(plan.add_items),
+                    self._db.ts(now),
+                )
+                if row is not None:
+                    return row, True
+            row = await self._update_state_row(
+                tx, conversation_id, plan, user_id, expected_version, now
+            )
+            if row is not None:
+                return row, False
+            probe = await tx.fetchrow(PROBE_STATE, conversation_id)
+            if probe is None:
+                if can_create:
+                    continue  # deleted since our INSERT found it: create it again
+                raise ConversationNotFound(conversation_id)
+            version, owner = probe
+            if owner is not None and user_id is not None and owner != user_id:
+                raise ConversationNotFound(conversation_id)
+            if expected_version is not None or plan.truncate_expects is not None:
+                break
+            # Only a row created by a concurrent writer since our UPDATE makes it miss:
+            # update that row, as if we had come second.
+        stale = expected_version if expected_version is not None else plan.base_version
+        raise VersionConflict(conversation_id, stale, version)
 
     def _scalar_values(self, plan: WritePlan) -> list[Any]:
         s = plan.scalars
