@@ -186,6 +186,83 @@ async def test_callers_wait_for_a_connection_within_pool_timeout(postgres_url: s
         assert (await store.load_state(cid)).history_total == 50
 
 
+async def _store_connections(admin: Any) -> int:
+    """How many sessions other than ``admin`` the test database has."""
+    count: int = await admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return count
+
+
+async def test_pool_opens_at_most_pool_size_connections(postgres_url: str, admin: Any) -> None:
+    """Two hundred concurrent calls on pool_size=3 never hold more than three
+    connections, and closing the store closes all of them."""
+    cid = new_id()
+    async with statestore.open_store("postgres", postgres_url, pool_size=3) as store:
+        await store.save_state(cid, AgentState())
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, await _store_connections(admin))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(
+                *(
+                    store.update_state(cid, StatePatch(append_messages=[Message("user", str(i))]))
+                    if i % 2
+                    else store.load_state(cid)
+                    for i in range(200)
+                )
+            )
+        finally:
+            watcher.cancel()
+        assert 1 <= peak <= 3
+        assert (await store.load_state(cid)).history_total == 100
+    for _ in range(100):  # the server notices closed sessions a moment later
+        if await _store_connections(admin) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await _store_connections(admin) == 0
+
+
+async def test_cancelled_call_gives_its_connection_back(postgres_url: str, admin: Any) -> None:
+    """A write cancelled while it waits on a lock, on a pool of one connection: the
+    write is rolled back, and the next calls get a working connection at once (the
+    slot is not lost, no "another operation is in progress")."""
+    cid = new_id()
+    async with statestore.open_store(
+        "postgres", postgres_url, pool_size=1, pool_timeout=2
+    ) as store:
+        await store.save_state(cid, AgentState(step_count=0))
+        lock = admin.transaction()
+        await lock.start()
+        await admin.execute(
+            "SELECT 1 FROM conversation_states WHERE conversation_id = $1 FOR UPDATE", cid
+        )
+        write = asyncio.create_task(
+            store.update_state(
+                cid, StatePatch(step_count=1, append_messages=[Message("user", "cancelled")])
+            )
+        )
+        try:
+            await wait_for_lock_waiter(admin)
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+        finally:
+            await lock.rollback()
+        for _ in range(3):
+            loaded = await store.load_state(cid)
+            assert (loaded.version, loaded.step_count, loaded.history_total) == (1, 0, 0)
+        await store.update_state(cid, StatePatch(step_count=2))
+        assert (await store.load_state(cid)).step_count == 2
+
+
 async def test_statement_failing_half_way_rolls_back(postgres_url: str, admin: Any) -> None:
     """A database error raised inside a save after its first statements (a trigger
     refusing one context item) reaches the caller as a StateStoreError, not a driver
