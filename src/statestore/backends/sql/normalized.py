@@ -32,6 +32,11 @@ __all__ = ["NormalizedBackend", "check_call"]
 _DEFAULT_OPTIONS = LoadOptions()
 
 MSG_COLS = "seq, role, content, message_type, tool_name, created_at, metadata"
+# The two halves of a load's one statement (see _state_and_messages): a message row
+# has NULL state columns, the state row NULL message columns.
+_STATE_AT = 7
+_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
+_NO_STATE = ", ".join(["NULL"] * 10)
 ITEM_COLS = "item_id, source, content, relevance_score, context_type, created_at, metadata"
 INSERT_MESSAGE = (
     "INSERT INTO conversation_messages (conversation_id, seq, role, content, message_type, "
@@ -470,21 +475,12 @@ class NormalizedBackend(DatabaseBackend):
         db = self._db
 
         async def body(tx: Tx) -> tuple[AgentState, list[Message], list[ContextItem], Any]:
-            p = _Params(conversation_id)
-            sql = (
-                "SELECT user_id, user_input, focus_areas, step_count, last_tool_result, "
-                f"version, message_count, created_at, updated_at, {db.metadata_agg} "
-                "FROM conversation_states s WHERE conversation_id = $1"
+            row, message_rows = await self._state_and_messages(
+                tx, conversation_id, user_id, options
             )
-            if user_id is not None:
-                sql += OWNER.format(p.add(user_id))
-            row = await tx.fetchrow(sql, *p.values)
-            if row is None:
-                raise ConversationNotFound(conversation_id)
             try:
                 focus_areas = jsoncodec.loads(row[2])
-                message_count = row[6]
-                messages = await self._load_messages(tx, conversation_id, message_count, options)
+                messages = self._messages(message_rows)
                 items = await self._load_items(tx, conversation_id, options, focus_areas)
                 state, metadata_json = self._build_state(
                     conversation_id, row, focus_areas, messages, items
@@ -534,35 +530,48 @@ class NormalizedBackend(DatabaseBackend):
         )
         return state, metadata_json
 
-    async def _load_messages(
-        self, tx: Tx, conversation_id: str, message_count: int, options: LoadOptions
-    ) -> list[Message]:
-        if options.last_messages == 0:
-            return []
+    async def _state_and_messages(
+        self, tx: Tx, conversation_id: str, user_id: str | None, options: LoadOptions
+    ) -> tuple[Sequence[Any], list[Sequence[Any]]]:
+        """The state row and the messages ``options`` asks for, in one statement (one
+        round trip, one snapshot): a UNION of the state row (message columns NULL,
+        sorted first) and the message rows (state columns NULL), in seq order."""
         db = self._db
-        # Bounded by the count read with the state row, so a concurrent append cannot
-        # show up half-way between the two reads.
-        p = _Params(conversation_id, message_count)
-        where = "conversation_id = $1 AND seq < $2"
-        if options.message_types is not None:
-            where += f" AND message_type {self._in(p, options.message_types)}"
-        if options.tool_name is not None:
-            where += f" AND tool_name = {p.add(options.tool_name)}"
-        if options.last_messages is None:
-            order = "ORDER BY seq"
-        else:
-            order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
-        rows = await tx.fetch(
-            f"SELECT {MSG_COLS} FROM conversation_messages WHERE {where} {order}",
-            *p.values,
+        p = _Params(conversation_id)
+        state_sql = (
+            "SELECT user_id, user_input, focus_areas, step_count, last_tool_result, version, "
+            f"message_count, created_at, updated_at, {db.metadata_agg} AS metadata "
+            "FROM conversation_states s WHERE conversation_id = $1"
         )
-        if options.last_messages is not None:
-            rows.reverse()
-        ts_out = db.ts_out
+        if user_id is not None:
+            state_sql += OWNER.format(p.add(user_id))
+        sql = f"WITH s AS ({state_sql}) SELECT {_NO_MESSAGE}, s.* FROM s"
+        if options.last_messages != 0:
+            # Bounded by the state row's count: an append cannot show half-way.
+            where = "conversation_id = $1 AND seq < (SELECT message_count FROM s)"
+            if options.message_types is not None:
+                where += f" AND message_type {self._in(p, options.message_types)}"
+            if options.tool_name is not None:
+                where += f" AND tool_name = {p.add(options.tool_name)}"
+            order = "ORDER BY seq"
+            if options.last_messages is not None:
+                order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
+            sql += (
+                f" UNION ALL SELECT w.*, {_NO_STATE} FROM (SELECT {MSG_COLS} "
+                f"FROM conversation_messages WHERE {where} {order}) w ORDER BY 1 NULLS FIRST"
+            )
+        rows = await tx.fetch(sql, *p.values)
+        if not rows:
+            raise ConversationNotFound(conversation_id)
+        return rows[0][_STATE_AT:], rows[1:]
+
+    def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
+        ts_out = self._db.ts_out
         loads = jsoncodec.loads
         trusted = Message._trusted
         messages = []
-        for seq, role, content, message_type, tool_name, created_at, meta in rows:
+        for row in rows:
+            seq, role, content, message_type, tool_name, created_at, meta = row[:_STATE_AT]
             metadata = {} if meta == "{}" else loads(meta)
             if type(metadata) is not dict:
                 raise ValueError(f"message {seq}: metadata is not a JSON object")
