@@ -202,6 +202,7 @@ class PostgresDatabase:
     """An asyncpg connection pool."""
 
     engine = "postgresql"
+    statements_are_round_trips = True
     metadata_agg = (
         "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
         "WHERE m.conversation_id = s.conversation_id)"

@@ -173,6 +173,7 @@ class SqliteDatabase:
     """One aiosqlite connection, shared by the tasks of one store in turn."""
 
     engine = "sqlite"
+    statements_are_round_trips = False
     metadata_agg = (
         "(SELECT json_group_array(json_array(key, value)) FROM memory_metadata m "
         "WHERE m.conversation_id = s.conversation_id)"

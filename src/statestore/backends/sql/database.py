@@ -43,6 +43,9 @@ class Database(Protocol):
 
     engine: str  # "sqlite" or "postgresql"
     url: str  # masked: safe to show
+    statements_are_round_trips: bool
+    """Whether each statement costs a round trip to a server (so reads are worth
+    merging into one statement) or runs in process."""
 
     async def connect(self, migrate: bool | None) -> None: ...
 

@@ -32,8 +32,8 @@ __all__ = ["NormalizedBackend", "check_call"]
 _DEFAULT_OPTIONS = LoadOptions()
 
 MSG_COLS = "seq, role, content, message_type, tool_name, created_at, metadata"
-# The two halves of a load's one statement (see _state_and_messages): a message row
-# has NULL state columns, the state row NULL message columns.
+# The halves of a load's UNION (see _state_and_messages): a message row has NULL
+# state columns, the state row NULL message columns.
 _STATE_AT = 7
 _NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
 _NO_STATE = ", ".join(["NULL"] * 10)
@@ -533,9 +533,14 @@ class NormalizedBackend(DatabaseBackend):
     async def _state_and_messages(
         self, tx: Tx, conversation_id: str, user_id: str | None, options: LoadOptions
     ) -> tuple[Sequence[Any], list[Sequence[Any]]]:
-        """The state row and the messages ``options`` asks for, in one statement (one
-        round trip, one snapshot): a UNION of the state row (message columns NULL,
-        sorted first) and the message rows (state columns NULL), in seq order."""
+        """The state row and the message rows ``options`` asks for, in seq order.
+
+        The window is bounded by the state row's ``message_count``, so an append
+        cannot show up half-way. Where a statement costs a round trip
+        (``Database.statements_are_round_trips``), both come in one statement: a
+        UNION of the state row (message columns NULL, sorted first) and the message
+        rows (state columns NULL). In process (SQLite) two plain statements are faster
+        than the UNION's temporary sort."""
         db = self._db
         p = _Params(conversation_id)
         state_sql = (
@@ -545,25 +550,40 @@ class NormalizedBackend(DatabaseBackend):
         )
         if user_id is not None:
             state_sql += OWNER.format(p.add(user_id))
+        if not db.statements_are_round_trips:
+            row = await tx.fetchrow(state_sql, *p.values)
+            if row is None:
+                raise ConversationNotFound(conversation_id)
+            if options.last_messages == 0:
+                return row, []
+            p = _Params(conversation_id, row[6])
+            rows = await tx.fetch(self._messages_sql(p, "$2", options), *p.values)
+            if options.last_messages is not None:
+                rows.reverse()  # the window came newest first
+            return row, rows
         sql = f"WITH s AS ({state_sql}) SELECT {_NO_MESSAGE}, s.* FROM s"
         if options.last_messages != 0:
-            # Bounded by the state row's count: an append cannot show half-way.
-            where = "conversation_id = $1 AND seq < (SELECT message_count FROM s)"
-            if options.message_types is not None:
-                where += f" AND message_type {self._in(p, options.message_types)}"
-            if options.tool_name is not None:
-                where += f" AND tool_name = {p.add(options.tool_name)}"
-            order = "ORDER BY seq"
-            if options.last_messages is not None:
-                order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
+            messages_sql = self._messages_sql(p, "(SELECT message_count FROM s)", options)
             sql += (
-                f" UNION ALL SELECT w.*, {_NO_STATE} FROM (SELECT {MSG_COLS} "
-                f"FROM conversation_messages WHERE {where} {order}) w ORDER BY 1 NULLS FIRST"
+                f" UNION ALL SELECT w.*, {_NO_STATE} FROM ({messages_sql}) w ORDER BY 1 NULLS FIRST"
             )
         rows = await tx.fetch(sql, *p.values)
         if not rows:
             raise ConversationNotFound(conversation_id)
         return rows[0][_STATE_AT:], rows[1:]
+
+    def _messages_sql(self, p: _Params, count: str, options: LoadOptions) -> str:
+        """The SELECT of the messages ``options`` asks for among the first ``count``
+        (SQL) of conversation ``$1``: in seq order, or newest first for a window."""
+        where = f"conversation_id = $1 AND seq < {count}"
+        if options.message_types is not None:
+            where += f" AND message_type {self._in(p, options.message_types)}"
+        if options.tool_name is not None:
+            where += f" AND tool_name = {p.add(options.tool_name)}"
+        order = "ORDER BY seq"
+        if options.last_messages is not None:
+            order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
+        return f"SELECT {MSG_COLS} FROM conversation_messages WHERE {where} {order}"
 
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
         ts_out = self._db.ts_out
