@@ -17,7 +17,7 @@ from . import jsoncodec
 from .errors import ValidationError, VersionConflict
 from .model import AgentState, ContextItem, Message, Snapshot
 from .query import LoadOptions, StatePatch
-from .validation import check_json
+from .validation import check_json, is_valid_json
 
 __all__ = [
     "remember_loaded",
@@ -78,10 +78,10 @@ def _recheck_new_rows(plan: WritePlan, messages_field: str, items_field: str) ->
     mutable (a NaN put in later would be written as null): check again the rows this
     write adds, and only those, so the cost stays O(new)."""
     for i, message in enumerate(plan.append_messages):
-        if message.metadata:
+        if message.metadata and not is_valid_json(message.metadata):
             check_json(message.metadata, f"{messages_field}[{i}].metadata")
     for i, item in enumerate(plan.add_items):
-        if item.metadata:
+        if item.metadata and not is_valid_json(item.metadata):
             check_json(item.metadata, f"{items_field}[{i}].metadata")
     return plan
 
