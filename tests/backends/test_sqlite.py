@@ -43,8 +43,9 @@ def _state() -> AgentState:
 
 
 async def _pragma(store: object, name: str) -> object:
-    async with store._db.reader() as tx:  # type: ignore[attr-defined]
-        row = await tx.fetchrow(f"PRAGMA {name}")
+    row = await store._db.run(  # type: ignore[attr-defined]
+        lambda tx: tx.fetchrow(f"PRAGMA {name}"), write=False
+    )
     assert row is not None
     return row[0]
 

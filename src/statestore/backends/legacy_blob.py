@@ -124,8 +124,9 @@ class LegacyBlobBackend(DatabaseBackend):
         conversation_id, user_id, _ = check_call(conversation_id, user_id)
         if not isinstance(options, LoadOptions):
             raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
-        async with self._db.reader() as tx:
-            newest = await self._newest(tx, conversation_id, user_id)
+        newest = await self._db.run(
+            lambda tx: self._newest(tx, conversation_id, user_id), write=False
+        )
         if newest is None:
             raise ConversationNotFound(conversation_id)
         owner, whole, updated_at, version, created_at = newest
@@ -275,8 +276,7 @@ class LegacyBlobBackend(DatabaseBackend):
             f"JOIN memory_chunks c ON c.id = agg.last_id{outer_where} "
             f"ORDER BY c.conversation_id LIMIT ${len(args)}"
         )
-        async with self._db.reader() as tx:
-            rows = await tx.fetch(sql, *args)
+        rows = await self._db.run(lambda tx: tx.fetch(sql, *args), write=False)
         ts_out = self._db.ts_out
         result = []
         for cid, owner, content, updated_at, count, first_at in rows:

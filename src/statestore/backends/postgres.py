@@ -336,16 +336,6 @@ class PostgresDatabase:
         finally:
             pool.release(conn)
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[_PgTx]:
-        pool, conn = await self._connection()
-        try:
-            yield _PgTx(conn)
-        except Exception as exc:
-            self._raise_translated(exc)
-        finally:
-            pool.release(conn)
-
     async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
         if write:
             async with self.transaction() as tx:

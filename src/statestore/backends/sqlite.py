@@ -306,15 +306,6 @@ class SqliteDatabase:
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[_SqliteTx]:
-        conn = self._connection()
-        async with self._lock:
-            try:
-                yield _SqliteTx(conn)
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from exc
-
     def ts(self, value: datetime) -> str:
         # Values are UTC (validated), so this is _TS_FORMAT's text at half the cost of
         # strftime: a full save formats one per message.

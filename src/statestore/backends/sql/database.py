@@ -55,14 +55,12 @@ class Database(Protocol):
         """A write transaction: committed on exit, rolled back on any exception."""
         ...
 
-    def reader(self) -> AbstractAsyncContextManager[Tx]:
-        """A connection for reads (no explicit transaction)."""
-        ...
-
     async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
-        """``body(tx)`` in a ``transaction()`` when ``write``, else a ``reader()``.
-        ``body`` does its I/O through ``tx`` only, so an adapter may run it whole
-        elsewhere (SQLite: in the connection's thread, one hop per operation)."""
+        """``body(tx)`` in a ``transaction()`` when ``write``, else on a connection
+        outside any transaction (a read the adapter may run again on a connection
+        found dead or a file found busy). ``body`` does its I/O through ``tx`` only, so
+        an adapter may run it whole elsewhere (SQLite: in the connection's thread, one
+        hop per operation)."""
         ...
 
     def ts(self, value: datetime) -> Any:

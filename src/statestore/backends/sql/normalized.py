@@ -670,8 +670,7 @@ class NormalizedBackend(DatabaseBackend):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY conversation_id LIMIT {p.add(limit)}"
-        async with self._db.reader() as tx:
-            rows = await tx.fetch(sql, *p.values)
+        rows = await self._db.run(lambda tx: tx.fetch(sql, *p.values), write=False)
         ts_out = self._db.ts_out
         result = [
             ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows
