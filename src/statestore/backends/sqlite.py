@@ -42,7 +42,6 @@ from .sql.normalized import NormalizedBackend
 __all__ = ["SqliteBackend", "SqliteDatabase", "sqlite_path"]
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
 def sqlite_path(url: str) -> Path:
@@ -159,6 +158,14 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
 
 
 _converted: dict[str, str] = {}
+
+
+def _fixed_width(text: str) -> str:
+    """orjson's text of a UTC datetime as the stored form, fixed width so that text
+    order is time order: ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (orjson leaves out a
+    zero fraction). orjson formats in C, four to ten times faster than ``isoformat``
+    (1,000 messages: 4.2 -> 0.4 ms)."""
+    return text if len(text) == 32 else f"{text[:19]}.000000{text[19:]}"
 
 
 def _sql(sql: str) -> str:
@@ -307,16 +314,11 @@ class SqliteDatabase:
         raise AssertionError("unreachable")
 
     def ts(self, value: datetime) -> str:
-        # Values are UTC (validated), so this is _TS_FORMAT's text at half the cost of
-        # strftime: a full save formats one per message.
-        return value.isoformat(timespec="microseconds")
+        return _fixed_width(orjson.dumps(value).decode()[1:-1])
 
     def ts_many(self, values: Sequence[datetime]) -> list[str]:
-        # orjson formats UTC datetimes as ``ts`` does, in C: ten times faster than
-        # isoformat() one by one (1,000 messages: 4.2 -> 0.4 ms). It leaves out a zero
-        # fraction, which the fixed-width text needs.
         texts: list[str] = orjson.loads(orjson.dumps(list(values)))
-        return [t if len(t) == 32 else f"{t[:19]}.000000{t[19:]}" for t in texts]
+        return [_fixed_width(t) for t in texts]
 
     def ts_out(self, value: Any) -> datetime:
         return datetime.fromisoformat(value)
