@@ -34,7 +34,9 @@ class Observer:
                 rows,
                 seconds * 1000,
             )
-        if self.hook is not None:
+        # Asked each time, as plugins may register later; calling a hook nobody
+        # implements costs more than asking (a few µs per operation).
+        if self.hook is not None and self.hook.statestore_operation_done.get_hookimpls():
             self.hook.statestore_operation_done(
                 backend=self.backend,
                 operation=operation,

@@ -125,6 +125,10 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
+def _is_empty_tuple(value: object) -> bool:
+    return type(value) is tuple and not value
+
+
 @dataclass(frozen=True, slots=True)
 class StatePatch:
     """A partial update, applied in one transaction.
@@ -154,6 +158,8 @@ class StatePatch:
             check_int(self.step_count, "step_count")
         if self.last_tool_result is not UNSET:
             check_json(self.last_tool_result, "last_tool_result")
+        # Most patches leave most fields at their defaults (an append, a scalar): those
+        # are skipped, as a patch is built per turn.
         messages = tuple(self.append_messages)
         for i, msg in enumerate(messages):
             if not isinstance(msg, Message):
@@ -161,27 +167,31 @@ class StatePatch:
                     f"append_messages[{i}]", f"must be a Message, not {type(msg).__name__}"
                 )
         object.__setattr__(self, "append_messages", messages)
-        items = tuple(self.add_context)
-        for i, item in enumerate(items):
-            if not isinstance(item, ContextItem):
-                raise ValidationError(
-                    f"add_context[{i}]", f"must be a ContextItem, not {type(item).__name__}"
-                )
-        object.__setattr__(self, "add_context", items)
-        if isinstance(self.remove_context, str | bytes):
-            raise ValidationError("remove_context", "must be a collection of item ids")
-        remove = tuple(
-            check_int(i, f"remove_context[{n}]") for n, i in enumerate(self.remove_context)
-        )
-        object.__setattr__(self, "remove_context", remove)
-        check_json_object(self.set_metadata, "set_metadata")
-        delete = check_str_set(self.delete_metadata, "delete_metadata") or ()
-        overlap = set(delete) & self.set_metadata.keys()
-        if overlap:
-            raise ValidationError(
-                "delete_metadata", f"keys also in set_metadata: {sorted(overlap)}"
+        if not _is_empty_tuple(self.add_context):
+            items = tuple(self.add_context)
+            for i, item in enumerate(items):
+                if not isinstance(item, ContextItem):
+                    raise ValidationError(
+                        f"add_context[{i}]", f"must be a ContextItem, not {type(item).__name__}"
+                    )
+            object.__setattr__(self, "add_context", items)
+        if not _is_empty_tuple(self.remove_context):
+            if isinstance(self.remove_context, str | bytes):
+                raise ValidationError("remove_context", "must be a collection of item ids")
+            remove = tuple(
+                check_int(i, f"remove_context[{n}]") for n, i in enumerate(self.remove_context)
             )
-        object.__setattr__(self, "delete_metadata", delete)
+            object.__setattr__(self, "remove_context", remove)
+        if type(self.set_metadata) is not dict or self.set_metadata:
+            check_json_object(self.set_metadata, "set_metadata")
+        if not _is_empty_tuple(self.delete_metadata):
+            delete = check_str_set(self.delete_metadata, "delete_metadata") or ()
+            overlap = set(delete) & self.set_metadata.keys()
+            if overlap:
+                raise ValidationError(
+                    "delete_metadata", f"keys also in set_metadata: {sorted(overlap)}"
+                )
+            object.__setattr__(self, "delete_metadata", delete)
 
     def scalars(self) -> dict[str, Any]:
         """The scalar fields that were given, by name."""
