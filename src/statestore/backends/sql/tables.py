@@ -65,7 +65,6 @@ conversation_states = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.CheckConstraint("step_count >= 0", name="step_count_not_negative"),
     sa.Index(None, "user_id", "conversation_id"),
-    sa.Index(None, "updated_at"),
 )
 
 conversation_messages = sa.Table(
