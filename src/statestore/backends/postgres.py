@@ -33,7 +33,7 @@ from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
 
-__all__ = ["ConnectionPool", "PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
+__all__ = ["PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
 
 T = TypeVar("T")
 
@@ -199,7 +199,7 @@ class ConnectionPool:
 
 
 class PostgresDatabase:
-    """An asyncpg connection pool."""
+    """asyncpg connections in a ``ConnectionPool``."""
 
     engine = "postgresql"
     statements_are_round_trips = True
