@@ -7,8 +7,9 @@ copy and writes only when owner or content differ, then loads the copy back and
 compares. What travels: the owner and the content (``to_dict()``: scalar fields,
 messages and context items with their timestamps and metadata, state metadata). What
 does not: versions, item ids and the conversation's created_at/updated_at, which are
-the target's own. A conversation deleted from the source is not deleted from the
-target (``verify_stores`` reports it as ``extra``).
+the target's own. A conversation deleted from the source stays on the target
+(``verify_stores`` reports it as ``extra``) unless ``delete_extra=True``: then a second
+pass pages through the target and deletes every conversation the source does not have.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class CopyStats:
     read: int = 0
     copied: int = 0
     unchanged: int = 0
+    deleted: int | None = None  # None: no deleting pass ran (not asked, or a dry run)
     problems: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -74,12 +76,15 @@ class CopyStats:
 
     def summary(self) -> str:
         parts = [f"read {self.read}", f"copied {self.copied}", f"unchanged {self.unchanged}"]
+        if self.deleted is not None:
+            parts.append(f"deleted {self.deleted}")
         parts += [f"{kind} {n}" for kind, n in sorted(self.problems.items())]
         return ", ".join(parts)
 
 
 ProblemSink = Callable[[Problem], None]
 Tick = Callable[[], None]
+DeletedSink = Callable[[str], None]
 
 
 async def iter_conversations(
@@ -202,12 +207,19 @@ async def copy_conversations(
     jobs: int = 4,
     on_problem: ProblemSink | None = None,
     tick: Tick | None = None,
+    delete_extra: bool = False,
+    on_deleted: DeletedSink | None = None,
 ) -> CopyStats:
     """Copy every conversation of ``source`` (of ``user_id``) to ``target``, verifying
     each; ``target=None`` only reads and validates (a dry run). Returns the counts;
     each conversation not copied or not verified goes to ``on_problem``. ``tick`` is
-    called once per conversation (for progress). Errors other than a bad conversation
-    (the database is unreachable, ...) stop the run: run it again to resume."""
+    called once per source conversation (for progress). Errors other than a bad
+    conversation (the database is unreachable, ...) stop the run: run it again to resume.
+
+    ``delete_extra``: then delete every target conversation (of ``user_id``) that the
+    source does not have, counted in ``deleted`` and passed to ``on_deleted``. One the
+    source cannot read counts as present. A dry run reads no target and deletes
+    nothing (``deleted`` stays None); ``verify_stores`` lists them as ``extra``."""
     run = Run(on_problem, tick)
 
     async def one(cid: str) -> None:
@@ -216,7 +228,37 @@ async def copy_conversations(
 
     async for page in iter_conversations(source, user_id=user_id, batch_size=batch_size):
         await _each(jobs, [info.conversation_id for info in page], one)
+    if delete_extra and target is not None:
+        await _delete_extra(run, source, target, user_id, batch_size, jobs, on_deleted)
     return run.stats
+
+
+async def _delete_extra(
+    run: Run,
+    source: StorageBackend,
+    target: StorageBackend,
+    user_id: str | None,
+    batch_size: int,
+    jobs: int,
+    on_deleted: DeletedSink | None,
+) -> None:
+    deleted = 0
+
+    async def one(cid: str) -> None:
+        nonlocal deleted
+        if await _exists(source, cid):
+            return
+        # With user_id, a conversation that changed hands since it was listed stays.
+        if await target.delete_state(cid, user_id=user_id):
+            deleted += 1
+            if on_deleted is not None:
+                on_deleted(cid)
+
+    # The page is a list read in full before any delete, and the next page starts after
+    # its last id: deleting rows of this page cannot make the cursor skip one.
+    async for page in iter_conversations(target, user_id=user_id, batch_size=batch_size):
+        await _each(jobs, [info.conversation_id for info in page], one)
+    run.stats.deleted = deleted
 
 
 async def _compare_one(
