@@ -28,6 +28,17 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"usage: statestore {command}" in out and len(out) > 400
 
 
+def test_copy_help_names_delete_extra(capsys: pytest.CaptureFixture[str]) -> None:
+    """copy --help says --delete-extra deletes target conversations absent from the source."""
+    with pytest.raises(SystemExit):
+        main(["copy", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--delete-extra after copying, DELETE the target conversations absent from the source"
+        in out
+    )
+
+
 def test_copy_to_postgres(
     sqlite_url: str, own_pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -72,6 +83,66 @@ def test_copy_clean_store_exits_zero(
     assert "validated" in capsys.readouterr().out
     assert main([*base, "--to", f"sqlite:sqlite:///{target}"]) == 0
     assert report.read_bytes() == b""
+
+
+def test_copy_delete_extra(
+    sqlite_url: str, own_pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """copy --delete-extra to PostgreSQL deletes, names and counts a lost one; verify exits 0."""
+
+    async def fill() -> None:
+        async with statestore.open_store("legacy-blob", sqlite_url) as store:
+            for i in range(5):
+                await store.save_state(f"c{i}", AgentState(user_input=str(i)))
+
+    async def forget(cid: str) -> None:
+        async with statestore.open_store("legacy-blob", sqlite_url) as store:
+            await store.delete_state(cid)
+
+    async def target_ids() -> set[str]:
+        async with statestore.open_store("postgres", own_pg_url) as store:
+            return {i.conversation_id for i in await store.list_conversations(limit=100)}
+
+    asyncio.run(fill())
+    args = ["copy", "--from", f"legacy-blob:{sqlite_url}", "--to", f"postgres:{own_pg_url}"]
+    args += ["--report", str(tmp_path / "r.jsonl"), "--batch-size", "2"]
+    assert main(args) == 0
+    asyncio.run(forget("c3"))
+    assert main(args) == 0
+    assert "deleted" not in capsys.readouterr().out
+    assert "c3" in asyncio.run(target_ids())
+
+    assert main([*args, "--delete-extra"]) == 0
+    out, err = capsys.readouterr()
+    assert "copied 0, unchanged 4, deleted 1" in out
+    assert "deleted: c3: not on the source" in err
+    assert asyncio.run(target_ids()) == {"c0", "c1", "c2", "c4"}
+    assert main([*args, "--verify-only"]) == 0
+
+
+@pytest.mark.parametrize("other", ["--verify-only", "--dry-run"])
+def test_copy_delete_extra_refuses_other_flag(
+    other: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--delete-extra with --verify-only/--dry-run: exit 2, both flags named, nothing written."""
+
+    async def fill(url: str, cid: str) -> None:
+        async with statestore.open_store("sqlite", url) as store:
+            await store.save_state(cid, AgentState())
+
+    source, target = f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/t.db"
+    asyncio.run(fill(source, "kept"))
+    asyncio.run(fill(target, "extra"))
+    before = (tmp_path / "t.db").read_bytes()
+    report = tmp_path / "r.jsonl"
+    argv = ["copy", "--from", f"sqlite:{source}", "--to", f"sqlite:{target}"]
+    argv += ["--report", str(report), "--delete-extra", other]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("statestore: error:")
+    assert "--delete-extra" in err and other in err
+    assert not report.exists()
+    assert (tmp_path / "t.db").read_bytes() == before
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,14 @@ class _Reporter:
             self.report.write(orjson.dumps(problem.as_json()) + b"\n")
             self.report.flush()
 
+    def deleted(self, conversation_id: str) -> None:
+        """A target conversation removed by --delete-extra: one line on stderr."""
+        if self.progress is not None:
+            self.progress.extra["deleted"] = self.progress.extra.get("deleted", 0) + 1
+            if self.progress.tty:
+                sys.stderr.write("\r\x1b[K")
+        print(f"deleted: {conversation_id}: not on the source", file=sys.stderr)
+
 
 def _finish(stats: CopyStats, reporter: _Reporter, report_path: str | None, verb: str) -> int:
     print(f"{verb}: {stats.summary()}")
@@ -107,6 +115,16 @@ def _finish(stats: CopyStats, reporter: _Reporter, report_path: str | None, verb
 def cmd_copy(args: argparse.Namespace) -> int:
     if args.dry_run and args.verify_only:
         raise StateStoreError("--dry-run and --verify-only cannot be combined")
+    if args.delete_extra and args.verify_only:
+        raise StateStoreError(
+            "--delete-extra and --verify-only cannot be combined "
+            "(--verify-only lists what --delete-extra would delete as extra)"
+        )
+    if args.delete_extra and args.dry_run:
+        raise StateStoreError(
+            "--delete-extra and --dry-run cannot be combined: a dry run opens no target "
+            "(--verify-only lists what --delete-extra would delete as extra)"
+        )
     if args.to is None and not args.dry_run:
         raise StateStoreError("--to NAME:URL is required (except with --dry-run)")
     if args.to is not None and args.to == getattr(args, "from"):
@@ -145,7 +163,13 @@ async def _copy(args: argparse.Namespace, report: IO[bytes]) -> int:
                 if args.verify_only:
                     stats = await verify_stores(source, target, **common)
                 else:
-                    stats = await copy_conversations(source, target, **common)
+                    stats = await copy_conversations(
+                        source,
+                        target,
+                        **common,
+                        delete_extra=args.delete_extra,
+                        on_deleted=reporter.deleted,
+                    )
         if progress is not None:
             progress.finish()
     where = f"{source_label} -> {label}" if label else source_label
@@ -293,7 +317,8 @@ def add_tool_commands(sub: Any) -> None:
         description="Copy every conversation from one store to another (any backend to "
         "any backend), a page at a time, and verify each copy by reading it back. A "
         "conversation that cannot be read is reported (stderr and --report) and skipped; "
-        "the exit status is then 1. Running again copies only what is new or changed. "
+        "the exit status is then 1. Running again copies only what is new or changed; "
+        "with --delete-extra it also deletes what the source no longer has. "
         "Example: statestore copy --from legacy-blob:postgresql://db/app "
         "--to postgres:postgresql://db/app",
     )
@@ -314,6 +339,13 @@ def add_tool_commands(sub: Any) -> None:
         "--verify-only",
         action="store_true",
         help="write nothing: compare source and target (missing, different, extra)",
+    )
+    p.add_argument(
+        "--delete-extra",
+        action="store_true",
+        help="after copying, DELETE the target conversations absent from the source "
+        "(with --user: that user's only), naming each on stderr; --verify-only lists "
+        "them (extra) first",
     )
     p.add_argument(
         "--report",
