@@ -49,6 +49,15 @@ async def admin(postgres_url: str) -> AsyncIterator[Any]:
         await conn.close()
 
 
+async def lock_rows(admin: Any, table: str, cid: str) -> Any:
+    """A transaction on ``admin`` holding the rows of ``cid`` in ``table`` (FOR
+    UPDATE); roll it back to release them."""
+    lock = admin.transaction()
+    await lock.start()
+    await admin.execute(f"SELECT 1 FROM {table} WHERE conversation_id = $1 FOR UPDATE", cid)
+    return lock
+
+
 async def wait_for_lock_waiter(admin: Any) -> int:
     """The pid of the other session of this database that waits on a lock (polls;
     the bound is only there so a broken test cannot hang)."""
@@ -94,11 +103,7 @@ async def test_connection_killed_mid_save_leaves_old_state(
             new.metadata["k"] = "new"
         # Hold the metadata row: the save blocks on it after its first statements
         # (replacing: state row updated, messages deleted; appending: 5,000 inserted).
-        lock = admin.transaction()
-        await lock.start()
-        await admin.execute(
-            "SELECT 1 FROM memory_metadata WHERE conversation_id = $1 FOR UPDATE", cid
-        )
+        lock = await lock_rows(admin, "memory_metadata", cid)
         save = asyncio.create_task(store.save_state(cid, new))
         try:
             pid = await wait_for_lock_waiter(admin)
@@ -181,11 +186,7 @@ async def test_pool_timeout_is_a_clear_backend_unavailable(postgres_url: str, ad
         "postgres", postgres_url, pool_size=1, pool_timeout=0.2
     ) as store:
         await store.save_state(cid, AgentState(step_count=0))
-        lock = admin.transaction()
-        await lock.start()
-        await admin.execute(
-            "SELECT 1 FROM conversation_states WHERE conversation_id = $1 FOR UPDATE", cid
-        )
+        lock = await lock_rows(admin, "conversation_states", cid)
         busy = asyncio.create_task(store.update_state(cid, StatePatch(step_count=1)))
         try:
             await wait_for_lock_waiter(admin)  # holds the only connection
@@ -266,11 +267,7 @@ async def test_cancelled_call_gives_its_connection_back(postgres_url: str, admin
         "postgres", postgres_url, pool_size=1, pool_timeout=2
     ) as store:
         await store.save_state(cid, AgentState(step_count=0))
-        lock = admin.transaction()
-        await lock.start()
-        await admin.execute(
-            "SELECT 1 FROM conversation_states WHERE conversation_id = $1 FOR UPDATE", cid
-        )
+        lock = await lock_rows(admin, "conversation_states", cid)
         write = asyncio.create_task(
             store.update_state(
                 cid, StatePatch(step_count=1, append_messages=[Message("user", "cancelled")])
