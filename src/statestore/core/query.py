@@ -129,6 +129,17 @@ def _is_empty_tuple(value: object) -> bool:
     return type(value) is tuple and not value
 
 
+def _tuple_of(values: Iterable[Any], kind: type, name: str) -> tuple[Any, ...]:
+    """``values`` (the field ``name``) as a tuple, each checked to be a ``kind``."""
+    items = tuple(values)
+    for i, item in enumerate(items):
+        if not isinstance(item, kind):
+            raise ValidationError(
+                f"{name}[{i}]", f"must be a {kind.__name__}, not {type(item).__name__}"
+            )
+    return items
+
+
 @dataclass(frozen=True, slots=True)
 class StatePatch:
     """A partial update, applied in one transaction.
@@ -160,20 +171,10 @@ class StatePatch:
             check_json(self.last_tool_result, "last_tool_result")
         # Most patches leave most fields at their defaults (an append, a scalar): those
         # are skipped, as a patch is built per turn.
-        messages = tuple(self.append_messages)
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, Message):
-                raise ValidationError(
-                    f"append_messages[{i}]", f"must be a Message, not {type(msg).__name__}"
-                )
+        messages = _tuple_of(self.append_messages, Message, "append_messages")
         object.__setattr__(self, "append_messages", messages)
         if not _is_empty_tuple(self.add_context):
-            items = tuple(self.add_context)
-            for i, item in enumerate(items):
-                if not isinstance(item, ContextItem):
-                    raise ValidationError(
-                        f"add_context[{i}]", f"must be a ContextItem, not {type(item).__name__}"
-                    )
+            items = _tuple_of(self.add_context, ContextItem, "add_context")
             object.__setattr__(self, "add_context", items)
         if not _is_empty_tuple(self.remove_context):
             if isinstance(self.remove_context, str | bytes):
