@@ -9,7 +9,8 @@ Every figure is a median in milliseconds, measured in the same run as the raw-dr
 version of the same work (aiosqlite / asyncpg by hand: one INSERT per append,
 ``ORDER BY seq DESC LIMIT 20`` per window, plain SELECTs for a full load, ``executemany``
 for a full save), so the ratios hold even on a busy machine. N = 1,000 messages of
-about 400 characters, 50 context items.
+about 400 characters, 50 context items. On SQLite it also times, with plain sqlite3,
+each statement of an append and the rows of a full save against one document.
 """
 
 from __future__ import annotations
@@ -378,10 +379,91 @@ async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
     print(f"  {'':<12} raw full save {rfs:.3f} ms (ratio {fs / rfs:.2f})")
     print(f"  {'load_turn':<12} peak {mem:9.1f} KiB   legacy {lmem:9.1f} KiB", end="")
     print(f"   ratio {mem / lmem:6.2f}  (target <= 0.3)")
+    if engine == "sqlite":
+        sqlite_anatomy(Path(url.split("///", 1)[1]), reps)
     if grow_res:
         ours_s, leg_s = grow_res
         print(f"  {'grow':<12} {ours_s:9.3f} s    legacy {leg_s:9.3f} s", end="")
         print(f"    speed-up {leg_s / ours_s:6.1f}x  (target >= 10, {grow} appends)")
+
+
+def sqlite_anatomy(path: Path, reps: int) -> None:
+    """Where a SQLite append and a full save spend their time, statement by statement,
+    with plain sqlite3 on the same file and settings (no thread hop, no Python of ours):
+    the SQL of ``update_state`` appending one message against the raw one-INSERT
+    append, and 1,000 message rows against one 1,000-message document."""
+    import sqlite3
+
+    import orjson
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        conn.execute(f"PRAGMA {pragma}")
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    insert = (
+        "INSERT INTO conversation_messages (conversation_id, seq, role, content, "
+        "message_type, tool_name, created_at, metadata) VALUES (?, ?, 'user', ?, 'text', "
+        "NULL, ?, '{}')"
+    )
+    update = (
+        "UPDATE conversation_states SET updated_at = ?2, version = version + 1, "
+        "message_count = message_count + 1 WHERE conversation_id = ?1 "
+        "RETURNING version, message_count, next_item_id, user_id, created_at"
+    )
+    (count,) = conn.execute(
+        "SELECT message_count FROM conversation_states WHERE conversation_id = 'ours'"
+    ).fetchone()
+    spent: dict[str, list[float]] = {}
+
+    def clock(name: str, sql: str, args: tuple[Any, ...] = ()) -> None:
+        started = time.perf_counter()
+        conn.execute(sql, args).fetchall()
+        spent.setdefault(name, []).append(time.perf_counter() - started)
+
+    content = text()
+    for i in range(reps):
+        clock("BEGIN IMMEDIATE", "BEGIN IMMEDIATE")
+        clock("UPDATE ... RETURNING", update, ("ours", now))
+        clock("INSERT", insert, ("ours", count + 2 * i, content, now))
+        clock("COMMIT", "COMMIT")
+        clock("raw autocommit INSERT", insert, ("ours", count + 2 * i + 1, content, now))
+    # The raw rows above bypassed the state row: put its count right again.
+    conn.execute(
+        "UPDATE conversation_states SET message_count = message_count + ?1 "
+        "WHERE conversation_id = 'ours'",
+        (reps,),
+    )
+    parts = ", ".join(f"{name} {statistics.median(t) * 1e6:.0f}" for name, t in spent.items())
+    print(f"  {'':<12} append SQL, plain sqlite3 (µs): {parts}")
+
+    messages = [message(i) for i in range(N_MESSAGES)]
+    document = orjson.dumps({"conversation_history": [m.to_dict() for m in messages]})
+    rows_ms, document_ms = [], []
+    for i in range(max(reps // 20, 5)):
+        rows = [(f"anatomy-{i}", seq, m.content, now) for seq, m in enumerate(messages)]
+        conn.execute(
+            "INSERT INTO conversation_states (conversation_id, focus_areas, step_count, "
+            "last_tool_result, version, message_count, next_item_id, created_at, updated_at) "
+            "VALUES (?1, '[]', 0, 'null', 1, 0, 0, ?2, ?2)",
+            (f"anatomy-{i}", now),
+        )
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, rows)
+        conn.execute("COMMIT")
+        rows_ms.append((time.perf_counter() - started) * 1e3)
+        started = time.perf_counter()
+        conn.execute(
+            "INSERT INTO memory_chunks (conversation_id, content, created_at) VALUES (?, ?, ?)",
+            (f"anatomy-{i}", document.decode(), now),
+        )
+        document_ms.append((time.perf_counter() - started) * 1e3)
+    conn.close()
+    print(
+        f"  {'':<12} save SQL, plain sqlite3: {N_MESSAGES:,} message rows "
+        f"{statistics.median(rows_ms):.2f} ms, one {N_MESSAGES:,}-message document "
+        f"{statistics.median(document_ms):.2f} ms"
+    )
 
 
 async def _admin(sql: str) -> None:
