@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +24,8 @@ from statestore.tools.lifecycle import (
 )
 
 from .conftest import CORRUPT_IDS, assert_arrived, build_legacy
+
+SRC = Path(statestore.__file__).parent
 
 
 async def _export(name: str, url: str, **kw: object) -> tuple[bytes, list[Problem]]:
@@ -209,3 +213,27 @@ def test_maintenance_is_optional() -> None:
     assert not isinstance(NoUpkeep(), Maintenance)
     with pytest.raises(StateStoreError, match="the memory backend offers no table statistics"):
         maintenance_of(NoUpkeep())
+
+
+DRIVERS = ("sqlite3", "aiosqlite", "asyncpg", "sqlalchemy", "alembic")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports (relative imports resolved to statestore.*)."""
+    found = set()
+    package = "statestore." + ".".join(path.parent.relative_to(SRC).parts)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            found.add(f"{base}.{node.module}" if base and node.module else node.module or base)
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "tools").glob("*.py")), ids=lambda p: p.name)
+def test_tools_use_the_public_store_api_only(path: Path) -> None:
+    """A tool imports no database driver and no backend: it works through the store."""
+    modules = imported_modules(path)
+    assert not {m for m in modules if m.split(".")[0] in DRIVERS}
+    assert not {m for m in modules if m.startswith("statestore.backends")}
