@@ -70,8 +70,10 @@ class Maintenance(Protocol):
 
 
 def maintenance_of(store: object) -> Maintenance:
-    """The ``Maintenance`` of an open store, or a StateStoreError naming the backend."""
-    if isinstance(store, Maintenance):
-        return store
+    """The ``Maintenance`` of an open store (or of the backend it holds as
+    ``backend``), or a StateStoreError naming the backend."""
+    for candidate in (store, getattr(store, "backend", None)):
+        if isinstance(candidate, Maintenance):
+            return candidate
     name = getattr(store, "name", type(store).__name__)
     raise StateStoreError(f"the {name} backend offers no table statistics or vacuum")
