@@ -265,26 +265,6 @@ _ITEM_SETTERS = tuple(
 
 
 @dataclass(slots=True)
-class Snapshot:
-    """What a loaded (or saved) state held when it last touched the store.
-
-    Backends use it to write only what changed; users never need it.
-    """
-
-    conversation_id: str
-    messages: tuple[Message, ...]
-    # True when the messages are a contiguous run ending at the last stored message,
-    # so an edited history can be rewritten from ``history_start`` on.
-    contiguous_tail: bool
-    items: dict[int, ContextItem]
-    metadata_json: dict[str, str]
-    # Which store it was loaded from or saved to (a key naming the backend's data, e.g.
-    # layout and database): another store gets a whole copy, since only this one holds
-    # what the snapshot describes.
-    store: object = None
-
-
-@dataclass(slots=True)
 class AgentState:
     """The state of one agent conversation.
 
@@ -309,7 +289,9 @@ class AgentState:
     updated_at: datetime | None = field(default=None, compare=False)
     history_start: int = field(default=0, compare=False)
     history_total: int = field(default=0, compare=False)
-    _snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
+    # What the state held when it last touched a store, kept by the Store
+    # (core/store.py) so that its next save writes only what changed.
+    _snapshot: object = field(default=None, compare=False, repr=False)
 
     DOCUMENT_KEYS: ClassVar[frozenset[str]] = frozenset(
         {

@@ -7,29 +7,19 @@ engines differ, the ``Database`` adapter says how.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ...core import jsoncodec
-from ...core.backend import ConversationInfo, SaveResult
-from ...core.changes import WritePlan, after_save, plan_patch, plan_save, remember_loaded
-from ...core.errors import (
-    ConversationNotFound,
-    CorruptState,
-    ValidationError,
-    VersionConflict,
-)
-from ...core.model import AgentState, ContextItem, Message
-from ...core.query import LoadOptions, StatePatch
-from ...core.validation import check_id, check_int, check_optional_id, check_optional_int
+from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
+from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
+from ...core.model import ContextItem, Message
+from ...core.query import LoadOptions
 from .base import DatabaseBackend
 from .database import Tx
 
-__all__ = ["NormalizedBackend", "check_call"]
-
-_DEFAULT_OPTIONS = LoadOptions()
+__all__ = ["NormalizedBackend"]
 
 MSG_COLS = "seq, role, content, message_type, tool_name, created_at, metadata"
 # The halves of a load's UNION (see _state_and_messages): a message row has NULL
@@ -90,17 +80,6 @@ PROBE_STATE = "SELECT version, user_id FROM conversation_states WHERE conversati
 OWNER = " AND (user_id IS NULL OR user_id = {})"
 
 
-def check_call(
-    conversation_id: object, user_id: object, expected_version: object = None
-) -> tuple[str, str | None, int | None]:
-    """Validate the arguments every operation shares."""
-    return (
-        check_id(conversation_id, "conversation_id"),
-        check_optional_id(user_id, "user_id"),
-        check_optional_int(expected_version, "expected_version"),
-    )
-
-
 class _Params:
     """Numbered placeholders for a statement being built."""
 
@@ -116,57 +95,23 @@ class NormalizedBackend(DatabaseBackend):
     """The normalized layout over a ``Database`` adapter (see ``sqlite`` and
     ``postgres`` for the backends users open)."""
 
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.STABLE_ITEM_IDS, Capability.INCREMENTAL_WRITES, Capability.PERSISTENT}
+    )
+
     # -- writes ----------------------------------------------------------------------
 
-    async def save_state(
-        self,
-        conversation_id: str,
-        state: AgentState,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id, user_id, expected_version = check_call(
-            conversation_id, user_id, expected_version
-        )
-        plan = plan_save(state, conversation_id, self._store_key)
+    async def write(
+        self, conversation_id: str, plan: WritePlan, *, user_id: str | None
+    ) -> WriteResult:
+        """Apply ``plan`` in one transaction (see ``WritePlan``)."""
         row, first_seq, first_item = await self._write(
-            conversation_id, plan, user_id, expected_version
+            conversation_id, plan, user_id, plan.expected_version
         )
         version, message_count, _, owner, created_at, updated_at = row
-        after_save(
-            state,
-            conversation_id,
-            plan,
-            first_seq=first_seq,
-            first_item_id=first_item,
-            version=version,
-            message_count=message_count,
-            user_id=owner,
-            created_at=created_at,
-            updated_at=updated_at,
-            store=self._store_key,
+        return WriteResult(
+            version, message_count, owner, created_at, updated_at, first_seq, first_item
         )
-        self._observer.done("save_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, version, message_count, updated_at)
-
-    async def update_state(
-        self,
-        conversation_id: str,
-        patch: StatePatch,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id, user_id, expected_version = check_call(
-            conversation_id, user_id, expected_version
-        )
-        plan = plan_patch(patch)
-        row, _, _ = await self._write(conversation_id, plan, user_id, expected_version)
-        self._observer.done("update_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, row[0], row[1], row[5])
 
     async def _write(
         self,
@@ -344,7 +289,7 @@ class NormalizedBackend(DatabaseBackend):
             version, owner = probe
             if owner is not None and user_id is not None and owner != user_id:
                 raise ConversationNotFound(conversation_id)
-            if expected_version is not None or plan.truncate_expects is not None:
+            if expected_version is not None or plan.expected_count is not None:
                 break
             # Only a row created by a concurrent writer since our UPDATE makes it miss:
             # update that row, as if we had come second.
@@ -402,10 +347,10 @@ class NormalizedBackend(DatabaseBackend):
             sql += OWNER.format(p.add(user_id))
         if expected_version is not None:
             sql += f" AND version = {p.add(expected_version)}"
-        if plan.truncate_expects is not None:
+        if plan.expected_count is not None:
             # Rewriting from truncate_from must not delete messages appended since the
             # state was loaded: no row matches then, and the probe raises VersionConflict.
-            sql += f" AND message_count = {p.add(plan.truncate_expects)}"
+            sql += f" AND message_count = {p.add(plan.expected_count)}"
         return sql + " RETURNING version, message_count, next_item_id, user_id, created_at"
 
     async def _append_in_one_statement(
@@ -461,79 +406,60 @@ class NormalizedBackend(DatabaseBackend):
 
     # -- reads -----------------------------------------------------------------------
 
-    async def load_state(
-        self,
-        conversation_id: str,
-        options: LoadOptions = _DEFAULT_OPTIONS,
-        *,
-        user_id: str | None = None,
-    ) -> AgentState:
-        started = time.perf_counter()
-        conversation_id, user_id, _ = check_call(conversation_id, user_id)
-        if not isinstance(options, LoadOptions):
-            raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
-        db = self._db
+    async def read(
+        self, conversation_id: str, options: LoadOptions, *, user_id: str | None
+    ) -> StoredView | None:
+        """What ``options`` select of one conversation (see ``StorageBackend.read``)."""
 
-        async def body(tx: Tx) -> tuple[AgentState, list[Message], list[ContextItem], Any]:
-            row, message_rows = await self._state_and_messages(
-                tx, conversation_id, user_id, options
-            )
+        async def body(tx: Tx) -> StoredView | None:
+            found = await self._state_and_messages(tx, conversation_id, user_id, options)
+            if found is None:
+                return None
+            row, message_rows = found
             try:
                 focus_areas = jsoncodec.loads(row[2])
                 messages = self._messages(message_rows)
                 items = await self._load_items(tx, conversation_id, options, focus_areas)
-                state, metadata_json = self._build_state(
-                    conversation_id, row, focus_areas, messages, items
-                )
+                return self._view(row, focus_areas, messages, items)
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptState(conversation_id, str(exc)) from exc
-            return state, messages, items, metadata_json
 
-        state, messages, items, metadata_json = await db.run(body, write=False)
-        remember_loaded(state, conversation_id, options, self._store_key, metadata_json)
-        self._observer.done("load_state", conversation_id, started, 1 + len(messages) + len(items))
-        return state
+        return await self._db.run(body, write=False)
 
-    def _build_state(
+    def _view(
         self,
-        conversation_id: str,
         row: Sequence[Any],
         focus_areas: Any,
         messages: list[Message],
         items: list[ContextItem],
-    ) -> tuple[AgentState, dict[str, str]]:
+    ) -> StoredView:
         db = self._db
         metadata = {key: jsoncodec.loads(value) for key, value in jsoncodec.loads(row[9] or "[]")}
-        # Re-encoded, not the stored text: JSONB normalises spacing and key order, and the
-        # next save compares against our own encoding.
-        metadata_json = {key: jsoncodec.dumps(value) for key, value in metadata.items()}
         # Shapes a hand edit could break: checked, so the error names the conversation.
         if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
             raise ValueError("focus_areas is not a list of strings")
         if type(row[3]) is not int:  # SQLite keeps whatever type an edit wrote
             raise ValueError(f"step_count is not an integer: {row[3]!r}")
-        state = AgentState(
-            user_input=row[1],
-            focus_areas=focus_areas,
-            step_count=row[3],
-            last_tool_result=jsoncodec.loads(row[4]),
-            conversation_history=messages,
-            memory_context=items,
-            metadata=metadata,
-            conversation_id=conversation_id,
+        return StoredView(
             user_id=row[0],
             version=row[5],
             created_at=db.ts_out(row[7]),
             updated_at=db.ts_out(row[8]),
-            history_start=messages[0].seq if messages and messages[0].seq is not None else row[6],
-            history_total=row[6],
+            message_count=row[6],
+            user_input=row[1],
+            focus_areas=focus_areas,
+            step_count=row[3],
+            last_tool_result=jsoncodec.loads(row[4]),
+            messages=messages,
+            items=items,
+            metadata=metadata,
         )
-        return state, metadata_json
 
     async def _state_and_messages(
         self, tx: Tx, conversation_id: str, user_id: str | None, options: LoadOptions
-    ) -> tuple[Sequence[Any], list[Sequence[Any]]]:
-        """The state row and the message rows ``options`` asks for, in seq order.
+    ) -> tuple[Sequence[Any], list[Sequence[Any]]] | None:
+        """The state row and the message rows ``options`` asks for, in seq order (None:
+        no such conversation, or another user's).
 
         The messages are bounded by the state row's ``message_count``, so an append
         cannot show up half-way. A window, where a statement costs a round trip
@@ -555,7 +481,7 @@ class NormalizedBackend(DatabaseBackend):
         if not (db.statements_are_round_trips and options.last_messages is not None):
             row = await tx.fetchrow(state_sql, *p.values)
             if row is None:
-                raise ConversationNotFound(conversation_id)
+                return None
             if options.last_messages == 0:
                 return row, []
             p = _Params(conversation_id, row[6])
@@ -571,7 +497,7 @@ class NormalizedBackend(DatabaseBackend):
             )
         rows = await tx.fetch(sql, *p.values)
         if not rows:
-            raise ConversationNotFound(conversation_id)
+            return None
         return rows[0][_STATE_AT:], rows[1:]
 
     def _messages_sql(self, p: _Params, count: str, options: LoadOptions) -> str:
@@ -640,25 +566,20 @@ class NormalizedBackend(DatabaseBackend):
             )
         return items
 
-    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
-        started = time.perf_counter()
-        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+    async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
+        """Delete a conversation (its rows go with it: ON DELETE CASCADE)."""
         p = _Params(conversation_id)
         sql = "DELETE FROM conversation_states WHERE conversation_id = $1"
         if user_id is not None:
             sql += OWNER.format(p.add(user_id))
         async with self._db.transaction() as tx:
             deleted = await tx.execute(sql, *p.values)
-        self._observer.done("delete_state", conversation_id, started, deleted)
         return deleted > 0
 
     async def list_conversations(
-        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+        self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
-        started = time.perf_counter()
-        user_id = check_optional_id(user_id, "user_id")
-        check_int(limit, "limit", minimum=1)
-        after = check_optional_id(after, "after")
+        """Conversations ordered by id (see ``StorageBackend.list_conversations``)."""
         p = _Params()
         where = []
         if user_id is not None:
@@ -674,8 +595,4 @@ class NormalizedBackend(DatabaseBackend):
         sql += f" ORDER BY conversation_id LIMIT {p.add(limit)}"
         rows = await self._db.run(lambda tx: tx.fetch(sql, *p.values), write=False)
         ts_out = self._db.ts_out
-        result = [
-            ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows
-        ]
-        self._observer.done("list_conversations", None, started, len(result))
-        return result
+        return [ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows]
