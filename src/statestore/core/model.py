@@ -12,7 +12,7 @@ Messages and context items are immutable values, validated when they are built; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -68,7 +68,11 @@ def _check_keys(data: object, allowed: frozenset[str], field: str) -> dict[str, 
 @dataclass(frozen=True, slots=True)
 class Message:
     """One entry of the conversation history. ``seq`` is its 0-based position, given
-    by the store; it is None on a message not yet saved."""
+    by the store; it is None on a message not yet saved.
+
+    Every value is checked when the message is built (``ValidationError``), unless
+    ``validated=True`` says they were checked already: a backend reading back what it
+    stored, or a copy of a message with another ``seq``."""
 
     role: str
     content: str
@@ -77,12 +81,15 @@ class Message:
     timestamp: datetime = field(default_factory=_now)
     metadata: dict[str, Any] = field(default_factory=dict)
     seq: int | None = field(default=None, compare=False)
+    validated: InitVar[bool] = False
 
     KEYS: ClassVar[frozenset[str]] = frozenset(
         {"role", "content", "message_type", "tool_name", "timestamp", "metadata"}
     )
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, validated: bool) -> None:
+        if validated:
+            return
         if self.role not in ROLES:
             raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {self.role!r}")
         check_text(self.content, "content")
@@ -91,31 +98,9 @@ class Message:
         object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
         check_json_object(self.metadata, "metadata")
 
-    @classmethod
-    def _trusted(
-        cls,
-        role: str,
-        content: str,
-        message_type: str,
-        tool_name: str | None,
-        timestamp: datetime,
-        metadata: dict[str, Any],
-        seq: int | None,
-    ) -> Message:
-        """Build from stored, already validated values (no checks: the hot load path)."""
-        msg = object.__new__(cls)
-        s_role, s_content, s_type, s_tool, s_time, s_meta, s_seq = _MESSAGE_SETTERS
-        s_role(msg, role)
-        s_content(msg, content)
-        s_type(msg, message_type)
-        s_tool(msg, tool_name)
-        s_time(msg, timestamp)
-        s_meta(msg, metadata)
-        s_seq(msg, seq)
-        return msg
-
     def with_seq(self, seq: int) -> Message:
-        return Message._trusted(
+        """This message at position ``seq``."""
+        return Message(
             self.role,
             self.content,
             self.message_type,
@@ -123,6 +108,7 @@ class Message:
             self.timestamp,
             self.metadata,
             seq,
+            validated=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,24 +133,18 @@ class Message:
             if "timestamp" in d
             else MISSING_TIMESTAMP,
             metadata=d.get("metadata", {}),
+            seq=seq,
         )
-        if seq is not None:
-            object.__setattr__(msg, "seq", seq)
         return msg
-
-
-# The slots' own setters: what _trusted uses instead of object.__setattr__ (which
-# frozen dataclasses need), at half the cost; a full load builds one per row.
-_MESSAGE_SETTERS = tuple(
-    Message.__dict__[name].__set__
-    for name in ("role", "content", "message_type", "tool_name", "timestamp", "metadata", "seq")
-)
 
 
 @dataclass(frozen=True, slots=True)
 class ContextItem:
     """One memory-context item (long-term memory, RAG hit, focus note, ...).
-    ``item_id`` is given by the store and never reused within a conversation."""
+    ``item_id`` is given by the store and never reused within a conversation.
+
+    Values are checked when the item is built, unless ``validated=True`` (see
+    ``Message``)."""
 
     content: str
     source: str = "ltm"
@@ -173,12 +153,15 @@ class ContextItem:
     timestamp: datetime = field(default_factory=_now)
     metadata: dict[str, Any] = field(default_factory=dict)
     item_id: int | None = field(default=None, compare=False)
+    validated: InitVar[bool] = False
 
     KEYS: ClassVar[frozenset[str]] = frozenset(
         {"source", "content", "relevance_score", "context_type", "timestamp", "metadata"}
     )
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, validated: bool) -> None:
+        if validated:
+            return
         check_text(self.content, "content")
         check_text(self.source, "source", allow_empty=False)
         object.__setattr__(
@@ -188,31 +171,9 @@ class ContextItem:
         object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
         check_json_object(self.metadata, "metadata")
 
-    @classmethod
-    def _trusted(
-        cls,
-        content: str,
-        source: str,
-        relevance_score: float,
-        context_type: str,
-        timestamp: datetime,
-        metadata: dict[str, Any],
-        item_id: int | None,
-    ) -> ContextItem:
-        """Build from stored, already validated values (no checks: the hot load path)."""
-        item = object.__new__(cls)
-        s_content, s_source, s_score, s_type, s_time, s_meta, s_id = _ITEM_SETTERS
-        s_content(item, content)
-        s_source(item, source)
-        s_score(item, relevance_score)
-        s_type(item, context_type)
-        s_time(item, timestamp)
-        s_meta(item, metadata)
-        s_id(item, item_id)
-        return item
-
     def with_id(self, item_id: int) -> ContextItem:
-        return ContextItem._trusted(
+        """This item under the id ``item_id``."""
+        return ContextItem(
             self.content,
             self.source,
             self.relevance_score,
@@ -220,6 +181,7 @@ class ContextItem:
             self.timestamp,
             self.metadata,
             item_id,
+            validated=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,24 +206,9 @@ class ContextItem:
             if "timestamp" in d
             else MISSING_TIMESTAMP,
             metadata=d.get("metadata", {}),
+            item_id=item_id,
         )
-        if item_id is not None:
-            object.__setattr__(item, "item_id", item_id)
         return item
-
-
-_ITEM_SETTERS = tuple(
-    ContextItem.__dict__[name].__set__
-    for name in (
-        "content",
-        "source",
-        "relevance_score",
-        "context_type",
-        "timestamp",
-        "metadata",
-        "item_id",
-    )
-)
 
 
 @dataclass(slots=True)

@@ -240,7 +240,7 @@ class NormalizedBackend(DatabaseBackend):
     async def _insert(self, tx: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``rows`` with ``sql`` (INSERT_MESSAGE or INSERT_ITEM)."""
         if len(rows) > 1:
-            # The adapter's bulk path (PostgreSQL: COPY, 1,000 messages 63 -> 24 ms).
+            # The adapter's bulk path (PostgreSQL: COPY, far cheaper than a row each).
             table, columns = _INSERT_TARGET[sql]
             await tx.copy_rows(table, columns, rows)
         else:
@@ -364,7 +364,7 @@ class NormalizedBackend(DatabaseBackend):
     ) -> Sequence[Any] | None:
         """PostgreSQL: an append-only plan as one statement, the UPDATE's RETURNING
         feeding the INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four
-        (append 1.9 -> 1.0 ms). None when the UPDATE matched no row."""
+        (the per-turn append). None when the UPDATE matched no row."""
         p = _Params(conversation_id)
         update = self._update_sql(p, plan, user_id, expected_version, now)
         if not plan.append_messages:
@@ -374,7 +374,7 @@ class NormalizedBackend(DatabaseBackend):
         n = p.add(len(msgs))
         metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
         if len(msgs) == 1:
-            # The per-turn case: plain parameters, cheaper than arrays (-60..100 us).
+            # The per-turn case: plain parameters, cheaper for the server than arrays.
             m = msgs[0]
             rows = (
                 f"(VALUES ({p.add(m.role)}::text, {p.add(m.content)}::text, "
@@ -466,7 +466,7 @@ class NormalizedBackend(DatabaseBackend):
         (``Database.statements_are_round_trips``), comes with the state row in one
         statement: a UNION of the state row (message columns NULL, sorted first) and
         the window's rows (state columns NULL). Not a whole history: sorting it would
-        spill to disk past ``work_mem`` (10,000 messages: 111 -> 216 ms), for a round
+        spill to disk past ``work_mem`` on a long history, for a round
         trip that is nothing next to its transfer. In process (SQLite) two plain
         statements are faster than the UNION's sort."""
         db = self._db
@@ -516,7 +516,6 @@ class NormalizedBackend(DatabaseBackend):
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
         ts_out = self._db.ts_out
         loads = jsoncodec.loads
-        trusted = Message._trusted
         messages = []
         for row in rows:
             seq, role, content, message_type, tool_name, created_at, meta = row[:_STATE_AT]
@@ -524,7 +523,16 @@ class NormalizedBackend(DatabaseBackend):
             if type(metadata) is not dict:
                 raise ValueError(f"message {seq}: metadata is not a JSON object")
             messages.append(
-                trusted(role, content, message_type, tool_name, ts_out(created_at), metadata, seq)
+                Message(
+                    role,
+                    content,
+                    message_type,
+                    tool_name,
+                    ts_out(created_at),
+                    metadata,
+                    seq,
+                    validated=True,  # checked when it was saved
+                )
             )
         return messages
 
@@ -560,8 +568,15 @@ class NormalizedBackend(DatabaseBackend):
             if type(metadata) is not dict:
                 raise ValueError(f"context item {item_id}: metadata is not a JSON object")
             items.append(
-                ContextItem._trusted(
-                    content, source, score, context_type, db.ts_out(created_at), metadata, item_id
+                ContextItem(
+                    content,
+                    source,
+                    score,
+                    context_type,
+                    db.ts_out(created_at),
+                    metadata,
+                    item_id,
+                    validated=True,  # checked when it was saved
                 )
             )
         return items
