@@ -12,7 +12,7 @@ Messages and context items are immutable values, validated when they are built; 
 
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -65,7 +65,11 @@ def _check_keys(data: object, allowed: frozenset[str], field: str) -> dict[str, 
     return data
 
 
-@dataclass(frozen=True, slots=True)
+# A default argument that tells "not given" from an explicit None (which is refused).
+_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """One entry of the conversation history. ``seq`` is its 0-based position, given
     by the store; it is None on a message not yet saved.
@@ -81,22 +85,45 @@ class Message:
     timestamp: datetime = field(default_factory=_now)
     metadata: dict[str, Any] = field(default_factory=dict)
     seq: int | None = field(default=None, compare=False)
-    validated: InitVar[bool] = False
 
     KEYS: ClassVar[frozenset[str]] = frozenset(
         {"role", "content", "message_type", "tool_name", "timestamp", "metadata"}
     )
 
-    def __post_init__(self, validated: bool) -> None:
-        if validated:
-            return
-        if self.role not in ROLES:
-            raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {self.role!r}")
-        check_text(self.content, "content")
-        check_text(self.message_type, "message_type", allow_empty=False)
-        check_optional_text(self.tool_name, "tool_name")
-        object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
-        check_json_object(self.metadata, "metadata")
+    def __init__(
+        self,
+        role: str,
+        content: str,
+        message_type: str = "text",
+        tool_name: str | None = None,
+        timestamp: datetime = _DEFAULT,
+        metadata: dict[str, Any] = _DEFAULT,
+        seq: int | None = None,
+        *,
+        validated: bool = False,
+    ) -> None:
+        # Written by hand (the dataclass's generated __init__ of a frozen class goes
+        # through object.__setattr__ per field), as a load builds one per stored row.
+        if timestamp is _DEFAULT:
+            timestamp = _now()
+        if metadata is _DEFAULT:
+            metadata = {}
+        if not validated:
+            if role not in ROLES:
+                raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {role!r}")
+            check_text(content, "content")
+            check_text(message_type, "message_type", allow_empty=False)
+            check_optional_text(tool_name, "tool_name")
+            timestamp = check_timestamp(timestamp, "timestamp")
+            check_json_object(metadata, "metadata")
+        s_role, s_content, s_type, s_tool, s_time, s_meta, s_seq = _MESSAGE_SLOTS
+        s_role(self, role)
+        s_content(self, content)
+        s_type(self, message_type)
+        s_tool(self, tool_name)
+        s_time(self, timestamp)
+        s_meta(self, metadata)
+        s_seq(self, seq)
 
     def with_seq(self, seq: int) -> Message:
         """This message at position ``seq``."""
@@ -138,7 +165,14 @@ class Message:
         return msg
 
 
-@dataclass(frozen=True, slots=True)
+# The slots' own setters, which the frozen class's __init__ assigns through.
+_MESSAGE_SLOTS = tuple(
+    Message.__dict__[name].__set__
+    for name in ("role", "content", "message_type", "tool_name", "timestamp", "metadata", "seq")
+)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class ContextItem:
     """One memory-context item (long-term memory, RAG hit, focus note, ...).
     ``item_id`` is given by the store and never reused within a conversation.
@@ -153,23 +187,43 @@ class ContextItem:
     timestamp: datetime = field(default_factory=_now)
     metadata: dict[str, Any] = field(default_factory=dict)
     item_id: int | None = field(default=None, compare=False)
-    validated: InitVar[bool] = False
 
     KEYS: ClassVar[frozenset[str]] = frozenset(
         {"source", "content", "relevance_score", "context_type", "timestamp", "metadata"}
     )
 
-    def __post_init__(self, validated: bool) -> None:
-        if validated:
-            return
-        check_text(self.content, "content")
-        check_text(self.source, "source", allow_empty=False)
-        object.__setattr__(
-            self, "relevance_score", check_score(self.relevance_score, "relevance_score")
-        )
-        check_text(self.context_type, "context_type", allow_empty=False)
-        object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
-        check_json_object(self.metadata, "metadata")
+    def __init__(
+        self,
+        content: str,
+        source: str = "ltm",
+        relevance_score: float = 0.0,
+        context_type: str = "general",
+        timestamp: datetime = _DEFAULT,
+        metadata: dict[str, Any] = _DEFAULT,
+        item_id: int | None = None,
+        *,
+        validated: bool = False,
+    ) -> None:
+        # Written by hand, like Message.__init__.
+        if timestamp is _DEFAULT:
+            timestamp = _now()
+        if metadata is _DEFAULT:
+            metadata = {}
+        if not validated:
+            check_text(content, "content")
+            check_text(source, "source", allow_empty=False)
+            relevance_score = check_score(relevance_score, "relevance_score")
+            check_text(context_type, "context_type", allow_empty=False)
+            timestamp = check_timestamp(timestamp, "timestamp")
+            check_json_object(metadata, "metadata")
+        s_content, s_source, s_score, s_type, s_time, s_meta, s_id = _ITEM_SLOTS
+        s_content(self, content)
+        s_source(self, source)
+        s_score(self, relevance_score)
+        s_type(self, context_type)
+        s_time(self, timestamp)
+        s_meta(self, metadata)
+        s_id(self, item_id)
 
     def with_id(self, item_id: int) -> ContextItem:
         """This item under the id ``item_id``."""
@@ -209,6 +263,20 @@ class ContextItem:
             item_id=item_id,
         )
         return item
+
+
+_ITEM_SLOTS = tuple(
+    ContextItem.__dict__[name].__set__
+    for name in (
+        "content",
+        "source",
+        "relevance_score",
+        "context_type",
+        "timestamp",
+        "metadata",
+        "item_id",
+    )
+)
 
 
 @dataclass(slots=True)
