@@ -36,6 +36,11 @@ __all__ = ["Store"]
 logger = logging.getLogger("statestore")
 
 _DEFAULT_OPTIONS = LoadOptions()
+# "backend" too: while it is not set yet (copy, unpickling), looking it up must not
+# recurse.
+_NOT_FORWARDED = frozenset(
+    {"backend", "open", "read", "write", "delete", "list_conversations", "data_key"}
+)
 
 
 @dataclass(slots=True)
@@ -76,9 +81,10 @@ class Store:
 
     def __getattr__(self, name: str) -> Any:
         """What a backend offers beyond the protocol, e.g. the dual backend's
-        ``primary`` and ``shadow`` (each a Store of its own)."""
-        if name.startswith("_") or name == "backend":  # not set yet: no recursion
-            raise AttributeError(name)
+        ``primary`` and ``shadow`` (each a Store of its own). The protocol's own
+        methods are not forwarded: they would skip the Store's checks."""
+        if name.startswith("_") or name in _NOT_FORWARDED:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(self.backend, name)
 
     @property
