@@ -27,7 +27,7 @@ from .backend import (
     WriteResult,
 )
 from .errors import ConversationNotFound, ValidationError
-from .model import AgentState
+from .model import AgentState, ContextItem, Message
 from .query import LoadOptions, StatePatch
 from .validation import check_id, check_int, check_json, check_optional_id, check_optional_int
 
@@ -50,11 +50,11 @@ class _Snapshot:
 
     data_key: str
     conversation_id: str
-    messages: tuple[Any, ...]
+    messages: tuple[Message, ...]
     # True when the messages are a contiguous run ending at the last stored message,
     # so an edited history can be rewritten from ``history_start`` on.
     contiguous_tail: bool
-    items: dict[int, Any]
+    items: dict[int, ContextItem]
     metadata_json: dict[str, str]
 
 
