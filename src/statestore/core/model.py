@@ -99,11 +99,11 @@ class Message:
         timestamp: datetime = _DEFAULT,
         metadata: dict[str, Any] = _DEFAULT,
         seq: int | None = None,
-        *,
         validated: bool = False,
     ) -> None:
         # Written by hand (the dataclass's generated __init__ of a frozen class goes
-        # through object.__setattr__ per field), as a load builds one per stored row.
+        # through object.__setattr__ per field), as a load builds one per stored row;
+        # backends pass ``validated`` positionally there, as keywords cost a dict.
         if timestamp is _DEFAULT:
             timestamp = _now()
         if metadata is _DEFAULT:
@@ -201,7 +201,6 @@ class ContextItem:
         timestamp: datetime = _DEFAULT,
         metadata: dict[str, Any] = _DEFAULT,
         item_id: int | None = None,
-        *,
         validated: bool = False,
     ) -> None:
         # Written by hand, like Message.__init__.

@@ -531,7 +531,7 @@ class NormalizedBackend(DatabaseBackend):
                     ts_out(created_at),
                     metadata,
                     seq,
-                    validated=True,  # checked when it was saved
+                    True,  # validated: checked when it was saved
                 )
             )
         return messages
@@ -576,7 +576,7 @@ class NormalizedBackend(DatabaseBackend):
                     db.ts_out(created_at),
                     metadata,
                     item_id,
-                    validated=True,  # checked when it was saved
+                    True,  # validated: checked when it was saved
                 )
             )
         return items
