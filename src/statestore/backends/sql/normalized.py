@@ -11,60 +11,46 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import sqlalchemy as sa
+
 from ...core import jsoncodec
 from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
 from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
 from ...core.model import ContextItem, Message
 from ...core.query import LoadOptions
+from . import tables
 from .base import DatabaseBackend
 from .database import Tx
 
 __all__ = ["NormalizedBackend"]
 
-MSG_COLS = "seq, role, content, message_type, tool_name, created_at, metadata"
-# The halves of a load's UNION (see _state_and_messages): a message row has NULL
-# state columns, the state row NULL message columns.
-_STATE_AT = 7
-_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
-_NO_STATE = ", ".join(["NULL"] * 10)
-ITEM_COLS = "item_id, source, content, relevance_score, context_type, created_at, metadata"
-INSERT_MESSAGE = (
-    "INSERT INTO conversation_messages (conversation_id, seq, role, content, message_type, "
-    "tool_name, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-INSERT_ITEM = (
-    "INSERT INTO memory_context_items (conversation_id, item_id, source, content, "
-    "relevance_score, context_type, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
+
+def _columns(table: sa.Table) -> tuple[str, ...]:
+    return tuple(column.name for column in table.c)
+
+
+def _insert_sql(table: sa.Table) -> str:
+    """An INSERT of every column of ``table``, in the table's order."""
+    columns = _columns(table)
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
+
+
+# Each column list once, from the table definitions (conversation_id first).
+INSERT_MESSAGE = _insert_sql(tables.conversation_messages)
+INSERT_ITEM = _insert_sql(tables.memory_context_items)
 # Table and columns of each INSERT, for the bulk path (Tx.copy_rows).
 _INSERT_TARGET = {
-    INSERT_MESSAGE: (
-        "conversation_messages",
-        (
-            "conversation_id",
-            "seq",
-            "role",
-            "content",
-            "message_type",
-            "tool_name",
-            "created_at",
-            "metadata",
-        ),
-    ),
-    INSERT_ITEM: (
-        "memory_context_items",
-        (
-            "conversation_id",
-            "item_id",
-            "source",
-            "content",
-            "relevance_score",
-            "context_type",
-            "created_at",
-            "metadata",
-        ),
-    ),
+    INSERT_MESSAGE: ("conversation_messages", _columns(tables.conversation_messages)),
+    INSERT_ITEM: ("memory_context_items", _columns(tables.memory_context_items)),
 }
+MSG_COLS = ", ".join(_columns(tables.conversation_messages)[1:])  # seq, role, ...
+ITEM_COLS = ", ".join(_columns(tables.memory_context_items)[1:])  # item_id, source, ...
+# The halves of a load's UNION (see _state_and_messages): a message row has NULL
+# state columns, the state row NULL message columns.
+_STATE_AT = len(tables.conversation_messages.c) - 1
+_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
+_NO_STATE = ", ".join(["NULL"] * 10)
 UPSERT_METADATA = (
     "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
     "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
