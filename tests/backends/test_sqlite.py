@@ -43,7 +43,7 @@ def _state() -> AgentState:
 
 
 async def _pragma(store: object, name: str) -> object:
-    row = await store._db.run(  # type: ignore[attr-defined]
+    row = await store.backend._db.run(  # type: ignore[attr-defined]
         lambda tx: tx.fetchrow(f"PRAGMA {name}"), write=False
     )
     assert row is not None

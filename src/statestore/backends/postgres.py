@@ -28,7 +28,6 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
-from ..core.observe import Observer
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
@@ -387,7 +386,6 @@ class PostgresBackend(NormalizedBackend):
         url: str,
         *,
         migrate: bool | None = None,
-        observer: Observer | None = None,
         pool_size: int = 10,
         pool_timeout: float = 30.0,
         command_timeout: float | None = None,
@@ -400,7 +398,6 @@ class PostgresBackend(NormalizedBackend):
                 command_timeout=command_timeout,
             ),
             migrate=migrate,
-            observer=observer,
         )
 
     @classmethod
@@ -424,6 +421,5 @@ def statestore_register_backends() -> list[BackendSpec]:
             factory=_factory,
             description="normalized tables in PostgreSQL with JSONB (asyncpg); for production",
             url_schemes=("postgresql",),
-            capabilities=frozenset({"stable_item_ids", "incremental_writes", "persistent"}),
         )
     ]

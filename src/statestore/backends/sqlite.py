@@ -34,7 +34,6 @@ from ..core import jsoncodec
 from ..core.config import url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
-from ..core.observe import Observer
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
@@ -382,14 +381,12 @@ class SqliteBackend(NormalizedBackend):
         url: str,
         *,
         migrate: bool | None = None,
-        observer: Observer | None = None,
         busy_timeout: float = 5.0,
         retries: int = 5,
     ) -> None:
         super().__init__(
             SqliteDatabase(url, busy_timeout=busy_timeout, retries=retries),
             migrate=migrate,
-            observer=observer,
         )
 
     @classmethod
@@ -411,6 +408,5 @@ def statestore_register_backends() -> list[BackendSpec]:
             factory=_factory,
             description="normalized tables in a local SQLite file (aiosqlite); the default",
             url_schemes=("sqlite",),
-            capabilities=frozenset({"stable_item_ids", "incremental_writes", "persistent"}),
         )
     ]
