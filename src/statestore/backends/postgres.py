@@ -217,6 +217,13 @@ class _PgTx:
         await self._conn.execute(_unnest_insert(table, tuple(columns)), *zip(*rows, strict=True))
 
 
+async def _keep_session(conn: Any) -> None:
+    """The store's own pool's reset on release. asyncpg rolls back a transaction left
+    open before calling it; its default reset would then add a round trip to every
+    call (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlocks) to undo session state
+    statestore never creates: no SET, LISTEN, cursor or session lock."""
+
+
 def _terminate(conn: Any) -> None:
     """Close a pooled connection at once, without a round trip. One whose socket
     already closed has been handed back to the pool by asyncpg itself (its proxy then
@@ -290,6 +297,7 @@ class PostgresDatabase:
                     max_size=self.pool_size,
                     timeout=self.pool_timeout,  # to open a connection
                     command_timeout=self.command_timeout,
+                    reset=_keep_session,
                 )
             await self._check_revision()
         except BaseException as exc:
