@@ -18,6 +18,10 @@ statements are prepared once per connection (asyncpg's statement cache). Options
   connection (host powered off, network cut): nothing else can tell that apart from
   a slow statement.
 
+With ``pool=``, connection limits and ``command_timeout`` are that pool's own
+(``asyncpg.create_pool(max_size=..., command_timeout=...)``); ``pool_timeout`` still
+bounds the wait for a free connection.
+
 When the connection or the server goes away:
 
 - a call never waits on a connection the operating system reports closed: it raises
