@@ -373,6 +373,18 @@ class PostgresDatabase:
         with contextlib.suppress(Exception):
             await pool.release(conn, timeout=self.pool_timeout)
 
+    async def _lost(self, pool: Any, conn: Any) -> None:
+        """``conn`` died, or was left mid-operation by a dropped socket: terminate it
+        so that it is never handed out again. Whatever killed it (a restart, a
+        failover, sessions terminated by an administrator) most likely killed its idle
+        siblings too, which asyncpg cannot know before using them: the store's own
+        pool replaces each on its next use (``expire_connections``), so a call run
+        again gets a fresh connection. An application's pool is left to its owner."""
+        _terminate(conn)
+        if pool is not self._given_pool:
+            with contextlib.suppress(Exception):
+                await pool.expire_connections()
+
     def _raise_translated(self, exc: Exception) -> NoReturn:
         translated = translate_error(exc, self.url)
         if translated is None:
@@ -391,6 +403,8 @@ class PostgresDatabase:
             try:
                 await transaction.start()
             except Exception as exc:
+                if is_dead_connection(exc):
+                    await self._lost(pool, conn)
                 await self._release(pool, conn)
                 if attempts > 0 and is_dead_connection(exc):
                     continue
@@ -406,11 +420,11 @@ class PostgresDatabase:
         try:
             yield _PgTx(conn)
         except BaseException as exc:
-            if isinstance(exc, Exception) and (
-                is_dead_connection(exc) or isinstance(exc, TimeoutError)
-            ):
-                # Gone or silent: the server rolls back what it has when the session
-                # ends, and a ROLLBACK sent now would only wait again.
+            # Gone or silent: the server rolls back what it has when the session ends,
+            # and a ROLLBACK sent now would only wait again.
+            if isinstance(exc, Exception) and is_dead_connection(exc):
+                await self._lost(pool, conn)
+            elif isinstance(exc, TimeoutError):
                 _terminate(conn)
             else:
                 with contextlib.suppress(Exception):  # the connection may be gone
@@ -422,9 +436,12 @@ class PostgresDatabase:
             try:
                 await transaction.commit()
             except Exception as exc:
-                if not (is_dead_connection(exc) or isinstance(exc, TimeoutError)):
+                if is_dead_connection(exc):
+                    await self._lost(pool, conn)
+                elif isinstance(exc, TimeoutError):
+                    _terminate(conn)
+                else:
                     self._raise_translated(exc)
-                _terminate(conn)
                 raise BackendUnavailable(
                     f"PostgreSQL at {self.url}: the connection was lost during COMMIT "
                     f"({type(exc).__name__}: {exc}); the write was applied wholly or not at "
@@ -438,8 +455,8 @@ class PostgresDatabase:
             async with self.transaction() as tx:
                 return await body(tx)
         # Outside a transaction: reads, and single statements that are writes atomic on
-        # their own. A read that meets a dead connection runs once more on another
-        # one; a write only if the driver never sent it.
+        # their own. A read that meets a dead connection runs once more, on a fresh
+        # connection; a write only if the driver never sent it.
         retried = False
         while True:
             pool, conn = await self._acquire()
@@ -447,6 +464,8 @@ class PostgresDatabase:
             try:
                 return await body(tx)
             except Exception as exc:
+                if is_dead_connection(exc):
+                    await self._lost(pool, conn)
                 if not retried and (never_sent(exc) or (not tx.wrote and is_dead_connection(exc))):
                     retried = True
                     continue
