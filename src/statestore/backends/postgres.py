@@ -4,12 +4,13 @@ URL: ``postgresql://user:password@host:5432/dbname`` (``postgres://`` and
 ``postgresql+asyncpg://`` are accepted too). Needs the ``postgres`` extra:
 ``pip install 'statestore[postgres]'``.
 
-JSON columns are JSONB. Connections come from asyncpg's own pool (``asyncpg.Pool``);
-statements are prepared once per connection (asyncpg's statement cache). Options:
+JSON columns are JSONB. Statements are prepared once per connection (asyncpg's
+statement cache). Options:
 
 - ``pool``: an ``asyncpg.Pool`` the application already has. The store takes its
   connections from it and never closes it; ``url`` is then needed only for
-  ``migrate=True``. Without it the store makes its own pool:
+  ``migrate=True``. Without it the store keeps a pool of its own (``ConnectionPool``,
+  cheaper per call than asyncpg's: see there):
 - ``pool_size`` (default 10): most connections the store's own pool opens;
 - ``pool_timeout`` (default 30 s): how long a call waits for a free connection, and
   for a new one to open, before BackendUnavailable;
@@ -221,24 +222,138 @@ class _PgTx:
         await self._conn.execute(_unnest_insert(table, tuple(columns)), *zip(*rows, strict=True))
 
 
-async def _keep_session(conn: Any) -> None:
-    """The store's own pool's reset on release. asyncpg rolls back a transaction left
-    open before calling it; its default reset would then add a round trip to every
-    call (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlocks) to undo session state
-    statestore never creates: no SET, LISTEN, cursor or session lock."""
-
-
 def _terminate(conn: Any) -> None:
-    """Close a pooled connection at once, without a round trip. One whose socket
-    already closed has been handed back to the pool by asyncpg itself (its proxy then
-    refuses every call): nothing left to do."""
+    """Close a connection at once, without a round trip. One whose socket already
+    closed may refuse (an asyncpg pool's proxy): nothing is left to do then."""
     with contextlib.suppress(Exception):
         conn.terminate()
 
 
+class _PoolExhausted(Exception):
+    """Every connection stayed busy for the whole wait."""
+
+
+class ConnectionPool:
+    """The store's own pool: at most ``size`` asyncpg connections, opened when needed
+    and reused, most recently used first.
+
+    Not ``asyncpg.create_pool``: its acquire and release cost 30-60 µs together
+    (release always runs in a shielded task, with a timer for the idle lifetime),
+    which on a windowed load is a third of the raw driver's own time; taking an idle
+    connection here and giving it back do not yield to the event loop. What asyncpg's
+    pool does on release that matters here is kept: a connection given back closed
+    or still inside a transaction is terminated (the server rolls back), and its slot
+    opens a new one when needed. A pending cancellation is waited for by asyncpg's
+    protocol before the connection's next statement. Nothing resets session state:
+    statestore never changes it (no SET, LISTEN, cursors or session advisory locks).
+    An application that wants asyncpg's pool (its ``init``/``setup`` hooks, an idle
+    lifetime) passes its own: ``pool=``.
+    """
+
+    def __init__(
+        self, connect: Callable[[], Coroutine[Any, Any, Any]], size: int, wait: float
+    ) -> None:
+        self._connect = connect
+        self._wait = wait
+        self.size = size
+        self._slots = asyncio.Semaphore(size)  # one per connection in use
+        self._idle: list[Any] = []
+        self._current: set[Any] = set()  # opened since the last expire()
+        self._closed = False
+
+    async def acquire(self) -> Any:
+        """An open connection; ``_PoolExhausted`` if no slot frees up within ``wait``
+        seconds (opening a connection has its own timeout)."""
+        if self._closed:
+            raise StateStoreError("the store is closed")
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise _PoolExhausted from None
+        else:
+            await self._slots.acquire()  # a free slot: returns without waiting
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_closed():  # one killed while idle is dropped
+                    return conn
+                self._current.discard(conn)
+            conn = await self._connect()
+            self._current.add(conn)
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, conn: Any) -> None:
+        """Give back a connection ``acquire`` returned."""
+        if (
+            self._closed
+            or conn not in self._current
+            or conn.is_closed()
+            or conn.is_in_transaction()
+        ):
+            self._current.discard(conn)
+            _terminate(conn)
+        else:
+            self._idle.append(conn)
+        self._slots.release()
+
+    async def expire(self) -> None:
+        """Terminate the idle connections now and those in use when they come back."""
+        idle, self._idle = self._idle, []
+        self._current.clear()
+        for conn in idle:
+            _terminate(conn)
+
+    async def close(self) -> None:
+        """Close the idle connections; those in use are terminated as they come back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=5)
+
+
+class _ApplicationPool:
+    """An application's ``asyncpg.Pool`` behind ``ConnectionPool``'s methods. The
+    store never closes or expires it: it is the application's."""
+
+    def __init__(self, pool: Any, wait: float) -> None:
+        self._pool = pool
+        self._wait = wait
+        self.size: int = pool.get_max_size()
+
+    async def acquire(self) -> Any:
+        pool = self._pool
+        # acquire(timeout=...) runs through asyncio.wait_for, a task per call on
+        # Python < 3.12: only a call that has to queue for a connection needs it.
+        queue = pool.get_size() - pool.get_idle_size() >= pool.get_max_size()
+        try:
+            return await pool.acquire(timeout=self._wait if queue else None)
+        except TimeoutError:
+            if queue:
+                raise _PoolExhausted from None
+            raise
+
+    async def release(self, conn: Any) -> None:
+        # asyncpg's pool rolls back a transaction left open and resets the session; a
+        # connection it cannot reset is terminated, never handed out again.
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn, timeout=self._wait)
+
+    async def expire(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
 class PostgresDatabase:
-    """asyncpg connections from an ``asyncpg.Pool``: the store's own, or one the
-    application passed in (``pool=``)."""
+    """asyncpg connections from the store's own ``ConnectionPool``, or from the
+    ``asyncpg.Pool`` the application passed in (``pool=``)."""
 
     engine = "postgresql"
     statements_are_round_trips = True
@@ -281,27 +396,28 @@ class PostgresDatabase:
         self.pool_size = pool_size
         self.pool_timeout = pool_timeout
         self.command_timeout = command_timeout
-        self._pool: Any = None
+        self._pool: ConnectionPool | _ApplicationPool | None = None
+
+    async def _open_connection(self) -> Any:
+        asyncpg = _import_asyncpg()
+        return await asyncpg.connect(
+            self._dsn, timeout=self.pool_timeout, command_timeout=self.command_timeout
+        )
 
     async def connect(self, migrate: bool | None) -> None:
         if self._pool is not None:
             return
-        asyncpg = _import_asyncpg()  # a clear error now if the extra is missing
+        _import_asyncpg()  # a clear error now if the extra is missing
         if migrate:
             if self._raw_url is None:
                 raise ValidationError("migrate", "migrate=True needs the database URL (url=)")
             await migrations.upgrade(self._raw_url)
         try:
             if self._given_pool is not None:
-                self._pool = self._given_pool
+                self._pool = _ApplicationPool(self._given_pool, self.pool_timeout)
             else:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=0,  # opened when needed, as many as calls need at once
-                    max_size=self.pool_size,
-                    timeout=self.pool_timeout,  # to open a connection
-                    command_timeout=self.command_timeout,
-                    reset=_keep_session,
+                self._pool = ConnectionPool(
+                    self._open_connection, self.pool_size, self.pool_timeout
                 )
             await self._check_revision()
         except BaseException as exc:
@@ -329,36 +445,26 @@ class PostgresDatabase:
             )
 
     async def close(self) -> None:
-        """Close the store's own pool (an application's pool is left open): wait up to
-        ``pool_timeout`` for calls in flight to give their connections back, then
-        terminate what is left."""
+        """Close the store's own pool (an application's pool is left open)."""
         pool, self._pool = self._pool, None
-        if pool is None or pool is self._given_pool:
-            return
-        try:
-            async with asyncio.timeout(self.pool_timeout):
-                await pool.close()
-        except Exception:  # TimeoutError included
-            pool.terminate()
+        if pool is not None:
+            await pool.close()
 
-    async def _acquire(self) -> tuple[Any, Any]:
+    async def _acquire(self) -> tuple[ConnectionPool | _ApplicationPool, Any]:
         """A pooled connection and the pool to give it back to, waiting up to
         ``pool_timeout`` for a free one."""
         pool = self._pool
         if pool is None:
             raise StateStoreError("the store is not open: use `async with open_store(...)`")
-        # asyncpg's acquire(timeout=...) runs through asyncio.wait_for, a task per call
-        # on Python < 3.12: only a call that has to queue for a connection needs it.
-        queue = pool.get_size() - pool.get_idle_size() >= pool.get_max_size()
         try:
-            return pool, await pool.acquire(timeout=self.pool_timeout if queue else None)
+            return pool, await pool.acquire()
+        except _PoolExhausted:
+            raise BackendUnavailable(
+                f"no free connection to PostgreSQL at {self.url}: all pool_size="
+                f"{pool.size} connections stayed busy for pool_timeout="
+                f"{self.pool_timeout}s; raise pool_size or pool_timeout"
+            ) from None
         except TimeoutError as exc:
-            if queue:
-                raise BackendUnavailable(
-                    f"no free connection to PostgreSQL at {self.url}: all pool_size="
-                    f"{pool.get_max_size()} connections stayed busy for pool_timeout="
-                    f"{self.pool_timeout}s; raise pool_size or pool_timeout"
-                ) from None
             raise BackendUnavailable(
                 f"PostgreSQL at {self.url} did not accept a connection within "
                 f"pool_timeout={self.pool_timeout}s"
@@ -366,24 +472,18 @@ class PostgresDatabase:
         except Exception as exc:
             self._raise_translated(exc)
 
-    async def _release(self, pool: Any, conn: Any) -> None:
-        """Give ``conn`` back. asyncpg's pool rolls back a transaction left open and
-        resets the session; a connection that cannot be reset is terminated (and
-        replaced when next needed), never handed out again."""
-        with contextlib.suppress(Exception):
-            await pool.release(conn, timeout=self.pool_timeout)
+    async def _release(self, pool: ConnectionPool | _ApplicationPool, conn: Any) -> None:
+        await pool.release(conn)
 
-    async def _lost(self, pool: Any, conn: Any) -> None:
+    async def _lost(self, pool: ConnectionPool | _ApplicationPool, conn: Any) -> None:
         """``conn`` died, or was left mid-operation by a dropped socket: terminate it
         so that it is never handed out again. Whatever killed it (a restart, a
         failover, sessions terminated by an administrator) most likely killed its idle
-        siblings too, which asyncpg cannot know before using them: the store's own
-        pool replaces each on its next use (``expire_connections``), so a call run
-        again gets a fresh connection. An application's pool is left to its owner."""
+        siblings too, which cannot be known before using them: the store's own pool
+        drops them all (``expire``), so a call run again gets a fresh connection. An
+        application's pool is left to its owner."""
         _terminate(conn)
-        if pool is not self._given_pool:
-            with contextlib.suppress(Exception):
-                await pool.expire_connections()
+        await pool.expire()
 
     def _raise_translated(self, exc: Exception) -> NoReturn:
         translated = translate_error(exc, self.url)
@@ -497,7 +597,7 @@ class PostgresDatabase:
 class PostgresBackend(NormalizedBackend):
     """The normalized layout on PostgreSQL (see the module docstring).
 
-    ``PostgresBackend(url)`` makes and owns an asyncpg pool; ``PostgresBackend(pool=p)``
+    ``PostgresBackend(url)`` keeps a pool of its own; ``PostgresBackend(pool=p)``
     (or ``open_store("postgres", pool=p)``) uses the application's ``asyncpg.Pool``
     and leaves it open on close."""
 
