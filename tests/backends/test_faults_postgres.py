@@ -462,12 +462,17 @@ def contents(state: AgentState) -> tuple[Any, ...]:
         state.user_input,
         [m.content for m in state.conversation_history],
         [c.content for c in state.memory_context],
+        state.metadata,
     )
 
 
 # Each write: (the call, not started; what it stores if applied; the table of its
-# bulk insert; the content of its first and of its last row there).
+# bulk insert; SQL on NEW matching its first and its last row there).
 Write = tuple[Coroutine[Any, Any, Any], tuple[Any, ...], str, str, str]
+
+
+def content_is(prefix: str) -> str:
+    return f"NEW.content LIKE '{prefix} %'"
 
 
 async def _whole_save(store: Any, cid: str) -> Write:
@@ -479,8 +484,8 @@ async def _whole_save(store: Any, cid: str) -> Write:
         store.save_state(cid, new),
         contents(new),
         "conversation_messages",
-        "new 0",
-        f"new {N_ROWS - 1}",
+        content_is("new 0"),
+        content_is(f"new {N_ROWS - 1}"),
     )
 
 
@@ -498,8 +503,8 @@ async def _history_rewrite(store: Any, cid: str) -> Write:
         store.save_state(cid, state),
         contents(new),
         "conversation_messages",
-        "rew 0",
-        f"rew {N_ROWS - 1}",
+        content_is("rew 0"),
+        content_is(f"rew {N_ROWS - 1}"),
     )
 
 
@@ -508,10 +513,26 @@ async def _many_items(store: Any, cid: str) -> Write:
     items = [ContextItem(f"item {i} {BIG_TEXT}", relevance_score=0.5) for i in range(N_ROWS)]
     new = AgentState(user_input="new", memory_context=[ContextItem("old"), *items])
     call = store.update_state(cid, StatePatch(add_context=items, user_input="new"))
-    return call, contents(new), "memory_context_items", "item 0", f"item {N_ROWS - 1}"
+    table = "memory_context_items"
+    return call, contents(new), table, content_is("item 0"), content_is(f"item {N_ROWS - 1}")
 
 
-WRITES = {"whole save": _whole_save, "history rewrite": _history_rewrite, "many items": _many_items}
+async def _many_metadata_keys(store: Any, cid: str) -> Write:
+    """Metadata too big for one batch of asyncpg's executemany (which, like COPY,
+    waits for the socket to drain between batches)."""
+    await store.save_state(cid, AgentState(user_input="old", metadata={"k0": "old"}))
+    metadata = {f"k{i}": f"{i} {BIG_TEXT}" for i in range(300)}
+    new = AgentState(user_input="new", metadata=metadata)
+    call = store.update_state(cid, StatePatch(set_metadata=metadata, user_input="new"))
+    return call, contents(new), "memory_metadata", "NEW.key = 'k0'", "NEW.key = 'k299'"
+
+
+WRITES = {
+    "whole save": _whole_save,
+    "history rewrite": _history_rewrite,
+    "many items": _many_items,
+    "many metadata keys": _many_metadata_keys,
+}
 
 
 @pytest.mark.parametrize("moment", ["idle", "first row", "last row", "commit"])
@@ -538,8 +559,7 @@ async def test_every_write_returns_wherever_the_connection_dies(
                     admin, "conversation_states", f"NEW.conversation_id = '{cid}'", at_commit=True
                 )
             else:
-                row = first if moment == "first row" else last
-                trigger = sleeping_trigger(admin, table, f"NEW.content LIKE '{row} %'")
+                trigger = sleeping_trigger(admin, table, first if moment == "first row" else last)
             async with trigger:
                 task = asyncio.create_task(returns(call))
                 query = await terminate_sleeper(admin)
