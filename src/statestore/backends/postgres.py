@@ -26,7 +26,7 @@ bounds the wait for a free connection.
 When the connection or the server goes away:
 
 - a call never waits on a connection the operating system reports closed: it raises
-  BackendUnavailable at once (bulk inserts are one ``INSERT ... SELECT FROM
+  BackendUnavailable at once (bulk inserts are one ``INSERT ... SELECT
   unnest(...)`` statement, not COPY: asyncpg's COPY waits for the socket to take more
   data and is never woken when the connection drops during that wait);
 - a read (load, list) that meets a dead connection runs once more on another
@@ -141,8 +141,13 @@ def _is_read(sql: str) -> bool:
 
 @functools.cache
 def _unnest_insert(table: str, columns: tuple[str, ...]) -> str:
-    """``INSERT INTO table (columns) SELECT * FROM unnest($1::type[], ...)``, each
-    array typed as its column is in the schema (``backends/sql/tables.py``)."""
+    """``INSERT INTO table (columns) SELECT unnest($1::type[]), ...``, each array typed
+    as its column is in the schema (``backends/sql/tables.py``).
+
+    The unnests are in the select list, not ``FROM unnest(...)``: there PostgreSQL
+    streams them row by row, in step, where a function in FROM first copies its
+    whole result into a tuplestore (which spills to disk past ``work_mem`` for a
+    large save)."""
     from sqlalchemy.dialects import postgresql
 
     from .sql.tables import metadata
@@ -155,8 +160,8 @@ def _unnest_insert(table: str, columns: tuple[str, ...]) -> str:
         # where the column's own assignment refuses it.
         return "TEXT" if sql_type.startswith("VARCHAR") else sql_type
 
-    arrays = ", ".join(f"${i}::{array_of(name)}[]" for i, name in enumerate(columns, 1))
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+    arrays = ", ".join(f"unnest(${i}::{array_of(name)}[])" for i, name in enumerate(columns, 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {arrays}"
 
 
 # asyncpg's executemany sends its first 128 KiB at once, then (like COPY) waits for
