@@ -3,14 +3,24 @@ schema check, foreign keys that really cascade, JSON kept as TEXT."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import statestore
-from statestore import AgentState, ContextItem, Message, SchemaOutOfDate, ValidationError
+from statestore import (
+    AgentState,
+    ContextItem,
+    ConversationNotFound,
+    Message,
+    SchemaOutOfDate,
+    StatePatch,
+    ValidationError,
+)
 from statestore.backends.sql import migrate
 from statestore.backends.sqlite import SqliteBackend, sqlite_path
 
@@ -164,3 +174,103 @@ def test_in_memory_urls_are_refused(url: str) -> None:
     """In-memory databases are refused up front (migrations would see another one)."""
     with pytest.raises(ValidationError, match="in-memory"):
         SqliteBackend(url)
+
+
+async def test_opening_creates_the_directory_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a store whose directory does not exist yet creates it on the backend's
+    own thread, never on the caller's event loop."""
+    threads: list[int] = []
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        threads.append(threading.get_ident())
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    url = f"sqlite:///{tmp_path}/new/dir/state.db"
+    async with statestore.open_store("sqlite", url) as store:
+        await store.save_state("c1", _state())
+    assert (tmp_path / "new" / "dir" / "state.db").exists()
+    assert threads and threading.get_ident() not in threads
+
+
+async def test_cancelled_calls_are_whole_or_absent(sqlite_url: str) -> None:
+    """Appends of two messages and deletes (the transaction path), cancelled at many
+    moments (waiting for their turn, running, committing): each is applied wholly or
+    not at all, every call that returned is stored exactly once, and the same store
+    serves the next calls."""
+    cid = "cancelled"
+    outcomes: dict[str, bool] = {}  # turn -> whether its call returned
+    async with asyncio.timeout(120):  # a leaked lock would hang: fail instead
+        async with statestore.open_store("sqlite", sqlite_url) as store:
+            await store.save_state(cid, AgentState())
+            for r in range(60):
+                await store.save_state(f"other-{r}", AgentState())
+                turns = [f"{r}:{k}" for k in range(4)]
+                tasks = [
+                    asyncio.create_task(
+                        store.update_state(
+                            cid,
+                            StatePatch(
+                                append_messages=[
+                                    Message("user", f"{turn}:a"),
+                                    Message("assistant", f"{turn}:b"),
+                                ]
+                            ),
+                        )
+                    )
+                    for turn in turns
+                ]
+                delete = asyncio.create_task(store.delete_state(f"other-{r}"))
+                for _ in range(r % 6):
+                    await asyncio.sleep(0)
+                for task in [*tasks, delete][r % 2 :: 2]:
+                    task.cancel()
+                results = await asyncio.gather(*tasks, delete, return_exceptions=True)
+                for turn, result in zip(turns, results, strict=False):
+                    assert not isinstance(result, Exception), result
+                    outcomes[turn] = not isinstance(result, asyncio.CancelledError)
+                if not isinstance(results[-1], asyncio.CancelledError):
+                    assert results[-1] is True
+                    with pytest.raises(ConversationNotFound):
+                        await store.load_state(f"other-{r}")
+            state = await store.load_state(cid)
+            await store.update_state(cid, StatePatch(step_count=1))
+    contents = [m.content for m in state.conversation_history]
+    assert [m.seq for m in state.conversation_history] == list(range(len(contents)))
+    assert len(contents) % 2 == 0
+    stored = []
+    for first, second in zip(contents[::2], contents[1::2], strict=True):
+        turn = first.removesuffix(":a")
+        assert first == f"{turn}:a" and second == f"{turn}:b"  # never one of the two
+        stored.append(turn)
+    assert len(stored) == len(set(stored))  # none twice
+    assert {t for t, returned in outcomes.items() if returned} <= set(stored)
+    assert any(not returned for returned in outcomes.values())  # cancels did land
+
+
+async def test_calls_from_other_threads_and_event_loops(sqlite_url: str) -> None:
+    """A store opened on one loop serves, at the same time, calls from other threads
+    that each run an event loop of their own: every append kept, in each caller's
+    order."""
+    cid = "threads"
+
+    async def appends(store: Any, tag: str) -> None:
+        for i in range(20):
+            await store.update_state(
+                cid, StatePatch(append_messages=[Message("user", f"{tag}:{i}")])
+            )
+
+    async with asyncio.timeout(120), statestore.open_store("sqlite", sqlite_url) as store:
+        await store.save_state(cid, AgentState())
+        await asyncio.gather(
+            appends(store, "main"),
+            *(asyncio.to_thread(asyncio.run, appends(store, f"t{n}")) for n in range(2)),
+        )
+        history = (await store.load_state(cid)).conversation_history
+    for tag in ("main", "t0", "t1"):
+        mine = [m.content for m in history if m.content.startswith(f"{tag}:")]
+        assert mine == [f"{tag}:{i}" for i in range(20)]
+    assert len(history) == 60
