@@ -192,6 +192,13 @@ def _serve(loop: asyncio.AbstractEventLoop, stopped: concurrent.futures.Future[N
     """The backend's thread: its loop, until ``close`` stops it."""
     try:
         loop.run_forever()
+        # Tasks still pending (their callers cancelled, or the store closed under
+        # them) end where they wait, as asyncio.run ends its own.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     finally:
         loop.close()
         stopped.set_result(None)
@@ -244,7 +251,7 @@ class SqliteDatabase:
         try:
             await self._submit(self._open(migrate))
         except BaseException:
-            await self._stop()
+            await self.close()
             raise
 
     async def close(self) -> None:
@@ -299,12 +306,18 @@ class SqliteDatabase:
         """Run ``coro`` on the backend's loop, waited for by no one: clean-up that
         must happen even when its caller is gone."""
 
+        try:
+            worker = self._worker()
+        except StateStoreError:
+            coro.close()
+            raise
+
         def start() -> None:
-            task = self._worker().create_task(coro)
+            task = worker.create_task(coro)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-        self._worker().call_soon_threadsafe(start)
+        worker.call_soon_threadsafe(start)
 
     async def _call(self, statement: Callable[..., T], *args: Any) -> T:
         """``statement(connection, *args)`` on the backend's thread."""
@@ -361,12 +374,11 @@ class SqliteDatabase:
         return conn
 
     async def _close_connection(self) -> None:
-        if self._lock is None:
-            return
-        async with self._lock:  # after the operations already waiting
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+        if self._lock is not None:
+            await self._lock.acquire()  # after the operations already waiting; kept
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def _operation(self, body: Callable[[Tx], Coroutine[Any, Any, T]], write: bool) -> T:
         """``run``'s part on the backend's loop."""
@@ -469,7 +481,8 @@ class SqliteDatabase:
 
     def _finish_if_begun(self, begun: asyncio.Future[None]) -> None:
         if not begun.cancelled() and begun.exception() is None:
-            self._post(self._finish(commit=False))
+            with contextlib.suppress(StateStoreError):  # closed meanwhile: nothing to end
+                self._post(self._finish(commit=False))
 
     def ts(self, value: datetime) -> str:
         return _fixed_width(orjson.dumps(value).decode()[1:-1])
