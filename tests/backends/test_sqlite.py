@@ -274,3 +274,39 @@ async def test_calls_from_other_threads_and_event_loops(sqlite_url: str) -> None
         mine = [m.content for m in history if m.content.startswith(f"{tag}:")]
         assert mine == [f"{tag}:{i}" for i in range(20)]
     assert len(history) == 60
+
+
+def _backend_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("statestore-sqlite")}
+
+
+def _ended(threads: set[threading.Thread]) -> bool:
+    """Whether these backend threads all end (a closed store's thread returns at once)."""
+    for thread in threads:
+        thread.join(timeout=30)  # a hang guard, not a measure
+    return not any(t.is_alive() for t in threads)
+
+
+async def test_closing_ends_the_backend_thread_even_after_a_cancelled_open(
+    sqlite_url: str,
+) -> None:
+    """Each store's thread ends when it closes, and an open cancelled at any moment
+    (creating the file, migrating it) leaves no thread behind: the next open works."""
+    before = _backend_threads()
+    for steps in range(0, 40, 4):
+        opening = asyncio.create_task(statestore.open_store("sqlite", sqlite_url).__aenter__())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        opening.cancel()
+        try:
+            store = await opening
+        except asyncio.CancelledError:
+            pass
+        else:
+            await store.close()
+        assert _ended(_backend_threads() - before)
+    async with statestore.open_store("sqlite", sqlite_url) as store:
+        mine = _backend_threads() - before
+        assert len(mine) == 1
+        await store.save_state("c1", _state())
+    assert _ended(mine)
