@@ -43,10 +43,15 @@ CID = "storm"
 # "pid <pid>" and then "exit <code>" when that writer has ended.
 WRITER = textwrap.dedent(
     """
-    import asyncio, os, sys
+    import asyncio, os, sys, threading
     import statestore
     from statestore import (
         BackendUnavailable, LoadOptions, Message, StatePatch, VersionConflict)
+
+    def say(*words):
+        # One write(2) of a short line to a pipe is atomic: a writer killed at any
+        # moment never leaves half a line for the next one to be glued to.
+        os.write(1, (" ".join(map(str, words)) + "\\n").encode())
 
     def alive(pid):
         try:
@@ -57,12 +62,12 @@ WRITER = textwrap.dedent(
 
     async def main(url, slot, generation, stop, owner):
         async with statestore.open_store("sqlite", url) as store:
-            print("ready", flush=True)
+            say("ready")
             n = 0
             while not os.path.exists(stop) and alive(owner):
                 n += 1
                 turn = f"{slot}.{generation}:{n}"
-                print("try", turn, flush=True)
+                say("try", turn)
                 while True:
                     state = await store.load_state("storm", LoadOptions(last_messages=4))
                     patch = StatePatch(
@@ -77,9 +82,9 @@ WRITER = textwrap.dedent(
                     except VersionConflict:
                         continue  # nothing was written: load again
                     except BackendUnavailable:
-                        print("fail", turn, flush=True)
+                        say("fail", turn)
                     else:
-                        print("ack", turn, flush=True)
+                        say("ack", turn)
                     break
 
     async def warm(url):
@@ -93,13 +98,16 @@ WRITER = textwrap.dedent(
         # One store opened and closed first, so that each fork finds the plugins,
         # migrations and statements already loaded.
         asyncio.run(warm(url))
+        for thread in threading.enumerate():  # fork with no other thread alive
+            if thread is not threading.main_thread():
+                thread.join()
         for line in sys.stdin:
             pid = os.fork()
             if pid == 0:
                 asyncio.run(main(url, slot, int(line), stop, owner))
                 os._exit(0)
-            print("pid", pid, flush=True)
-            print("exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+            say("pid", pid)
+            say("exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     """
 )
 
@@ -214,29 +222,39 @@ async def test_writers_killed_over_and_over_reader_never_sees_a_torn_turn(
     reader = asyncio.create_task(_read_until(sqlite_url, stop_reading))
     writers = [await Writer.start(sqlite_url, slot, stop_file, log) for slot in range(WRITERS)]
     victim, survivors = writers[0], writers[1:]
-    kills = 0
+    kills, stage = 0, "starting the writers"
     try:
         async with asyncio.timeout(120 + STORM_KILLS):  # a hung call fails, not hangs
             for survivor in survivors:
                 await survivor.said("ready")
             assert victim.process.stdin is not None
             for generation in range(STORM_KILLS):
+                stage = f"starting writer 0.{generation}"
                 victim.process.stdin.write(f"{generation}\n".encode())
                 pid = int((await victim.said("pid", "ready"))["pid"])
                 await asyncio.sleep(random.uniform(0.05, 0.4))
                 assert victim.events.empty(), "the writer died by itself"
+                stage = f"killing writer 0.{generation}"
                 os.kill(pid, signal.SIGKILL)
                 assert await victim.said("exit") == {"exit": str(-signal.SIGKILL)}
                 kills += 1
                 assert not reader.done(), reader  # the reader failed a check: see its error
-    finally:
-        stop_file.touch()
-        if victim.process.stdin is not None:
+            stage = "stopping"
+            stop_file.touch()
             victim.process.stdin.close()
-        codes = [await writer.process.wait() for writer in writers]
-        stop_reading.set()
-        loads = await reader
-        await asyncio.gather(*(writer.listener for writer in writers))
+            codes = [await writer.process.wait() for writer in writers]
+            stop_reading.set()
+            loads = await reader
+            await asyncio.gather(*(writer.listener for writer in writers))
+    except TimeoutError as exc:
+        raise AssertionError(f"hung while {stage}") from exc
+    finally:  # on failure: nothing left running
+        stop_file.touch()
+        reader.cancel()
+        for writer in writers:
+            if writer.process.returncode is None:
+                writer.process.kill()
+                await writer.process.wait()
     assert codes == [0] * WRITERS
 
     conn = sqlite3.connect(path)
