@@ -19,6 +19,7 @@ from statestore import (
     Message,
     SchemaOutOfDate,
     StatePatch,
+    StateStoreError,
     ValidationError,
 )
 from statestore.backends.sql import migrate
@@ -310,3 +311,23 @@ async def test_closing_ends_the_backend_thread_even_after_a_cancelled_open(
         assert len(mine) == 1
         await store.save_state("c1", _state())
     assert _ended(mine)
+
+
+async def test_calls_racing_close_all_get_an_answer(sqlite_url: str) -> None:
+    """Calls made while the store closes each get an answer, never a hang: the result,
+    or a StateStoreError saying the store is closed; never a CancelledError they did
+    not ask for."""
+    async with asyncio.timeout(60):  # a hang guard
+        for round_ in range(20):
+            store = await statestore.open_store("sqlite", sqlite_url).__aenter__()
+            calls = [
+                asyncio.create_task(store.save_state(f"c{round_}-{i}", _state())) for i in range(10)
+            ]
+            for _ in range(round_ % 5):
+                await asyncio.sleep(0)
+            await store.close()
+            for result in await asyncio.gather(*calls, return_exceptions=True):
+                assert not isinstance(result, asyncio.CancelledError)
+                if isinstance(result, BaseException):
+                    assert isinstance(result, StateStoreError), repr(result)
+                    assert "not open" in str(result) or "closed" in str(result)

@@ -12,9 +12,9 @@ and a busy timeout. Migrations are applied on open unless ``migrate=False``.
 How it runs: a store owns one thread running an event loop of its own, and one
 ``sqlite3`` connection used only there (sqlite3 itself refuses use from another
 thread). A whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
-``COMMIT``) is one coroutine handed to that loop with
-``asyncio.run_coroutine_threadsafe``: one thread hop per operation however many
-statements it runs, and the caller's loop never blocks, opening included (the
+``COMMIT``) is one task on that loop, started and answered with
+``call_soon_threadsafe``: one thread hop per operation however many statements it
+runs, and the caller's loop never blocks, opening included (the
 directory, the pragmas, migrations). Operations take turns on an ``asyncio.Lock`` that
 lives on the backend's loop, so callers on any loop or thread are served.
 
@@ -178,27 +178,31 @@ class _Tx:
 
 def _settle(task: asyncio.Task[T], outcome: asyncio.Future[T]) -> None:
     """Give ``task``'s outcome (on the backend's loop) to ``outcome`` (on the caller's)."""
-    if outcome.cancelled():
+    if outcome.cancelled():  # the caller was cancelled (and cancelled the task)
         return
-    if task.cancelled():
-        outcome.cancel()
+    if task.cancelled():  # by the store closing under it
+        outcome.set_exception(StateStoreError("the store was closed during this call"))
     elif (exc := task.exception()) is not None:
         outcome.set_exception(exc)
     else:
         outcome.set_result(task.result())
 
 
+async def _end_leftovers() -> None:
+    """Calls handed over while the store closed: started, then ended where they
+    wait (as asyncio.run ends its own tasks), so that every caller gets an answer."""
+    await asyncio.sleep(0)  # the starts already queued run first
+    pending = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 def _serve(loop: asyncio.AbstractEventLoop, stopped: concurrent.futures.Future[None]) -> None:
     """The backend's thread: its loop, until ``close`` stops it."""
     try:
         loop.run_forever()
-        # Tasks still pending (their callers cancelled, or the store closed under
-        # them) end where they wait, as asyncio.run ends its own.
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(_end_leftovers())
     finally:
         loop.close()
         stopped.set_result(None)
@@ -294,12 +298,17 @@ class SqliteDatabase:
             started.append(task)
             task.add_done_callback(lambda done: caller.call_soon_threadsafe(_settle, done, outcome))
 
-        worker.call_soon_threadsafe(start)
+        try:
+            worker.call_soon_threadsafe(start)
+        except RuntimeError:  # its loop closed since: the store was closed meanwhile
+            coro.close()
+            raise StateStoreError("the store is not open") from None
         try:
             return await outcome
         except asyncio.CancelledError:
             # Runs after start() (one loop, first in first out): the task exists.
-            worker.call_soon_threadsafe(lambda: started[0].cancel())
+            with contextlib.suppress(RuntimeError):  # unless the store closed since
+                worker.call_soon_threadsafe(lambda: started[0].cancel())
             raise
 
     def _post(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -317,7 +326,11 @@ class SqliteDatabase:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-        worker.call_soon_threadsafe(start)
+        try:
+            worker.call_soon_threadsafe(start)
+        except RuntimeError:  # its loop closed since: the store was closed meanwhile
+            coro.close()
+            raise StateStoreError("the store is not open") from None
 
     async def _call(self, statement: Callable[..., T], *args: Any) -> T:
         """``statement(connection, *args)`` on the backend's thread."""
@@ -374,17 +387,18 @@ class SqliteDatabase:
         return conn
 
     async def _close_connection(self) -> None:
-        if self._lock is not None:
-            await self._lock.acquire()  # after the operations already waiting; kept
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        if self._lock is None:  # the open failed: it closed what it opened
+            return
+        async with self._lock:  # after the operations already waiting
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
     async def _operation(self, body: Callable[[Tx], Coroutine[Any, Any, T]], write: bool) -> T:
         """``run``'s part on the backend's loop."""
-        conn = self._connection()
         assert self._lock is not None
         async with self._lock:
+            conn = self._connection()  # after the wait: the store may have closed
             if write:
                 await self._begin(conn)
                 try:
@@ -422,11 +436,10 @@ class SqliteDatabase:
 
     async def _enter(self) -> None:
         """``transaction()``'s start: the lock, then BEGIN IMMEDIATE."""
-        conn = self._connection()
         assert self._lock is not None
         await self._lock.acquire()
         try:
-            await self._begin(conn)
+            await self._begin(self._connection())
         except BaseException:
             self._lock.release()
             raise
@@ -503,10 +516,10 @@ class SqliteDatabase:
 
 def _revision(conn: sqlite3.Connection) -> str | None:
     try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.OperationalError:  # no such table: never migrated
         return None
-    return None if row is None else str(row[0])
+    return str(rows[0][0]) if rows else None
 
 
 class SqliteBackend(NormalizedBackend):
