@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..core.backend import StorageBackend
 from ..core.maintenance import maintenance_of
 from ..core.model import AgentState, Message
 from ..core.query import LoadOptions, StatePatch
 from ..core.registry import default_registry
+from ..core.store import Store
 
 __all__ = ["Storage", "StoreSubject", "Subject", "Target", "make_subject"]
 
@@ -117,11 +117,11 @@ class StoreSubject:
         self.url = url
         self._options = options
         self._storage = storage
-        self._store: StorageBackend | None = None
+        self._store: Store | None = None
         self._empty = 0
 
     @property
-    def store(self) -> StorageBackend:
+    def store(self) -> Store:
         assert self._store is not None, "open() first"
         return self._store
 

@@ -20,8 +20,9 @@ from ..core.registry import default_registry
 from .common import Subparsers, add_store_arguments, positive, run_async
 
 if TYPE_CHECKING:
-    from ..core.backend import ConversationInfo, StorageBackend
+    from ..core.backend import ConversationInfo
     from ..core.maintenance import StoreStats
+    from ..core.store import Store
     from ..tools.copy import CopyStats, Problem
     from .progress import Progress
 
@@ -32,7 +33,7 @@ DEFAULT_REPORT = "statestore-copy-report.jsonl"
 
 def _open_spec(
     spec: str, option: str, migrate: bool | None, *, must_exist: bool = False
-) -> tuple[StorageBackend, str]:
+) -> tuple[Store, str]:
     """The unopened store for ``NAME:URL`` and a masked label for messages."""
     from ..backends.dual import split_target
     from ..backends.sqlite import sqlite_path

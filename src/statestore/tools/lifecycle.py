@@ -22,9 +22,10 @@ from typing import IO, Any
 
 import orjson
 
-from ..core.backend import ConversationInfo, StorageBackend
+from ..core.backend import ConversationInfo
 from ..core.errors import ConversationNotFound, CorruptState, ValidationError
 from ..core.model import AgentState
+from ..core.store import Store
 from .copy import CopyStats, ProblemSink, Run, Tick, iter_conversations, store_verified
 
 __all__ = [
@@ -43,7 +44,7 @@ EXPORT_KEYS = frozenset(
 
 
 async def export_conversations(
-    store: StorageBackend,
+    store: Store,
     out: IO[bytes],
     *,
     user_id: str | None = None,
@@ -107,7 +108,7 @@ def parse_record(line: bytes) -> tuple[str, str | None, AgentState]:
 
 
 async def import_conversations(
-    store: StorageBackend,
+    store: Store,
     lines: Iterable[bytes],
     *,
     on_problem: ProblemSink | None = None,
@@ -157,7 +158,7 @@ def parse_age(text: str) -> timedelta:
 
 
 async def prune_conversations(
-    store: StorageBackend,
+    store: Store,
     older_than: timedelta,
     *,
     user_id: str | None = None,
