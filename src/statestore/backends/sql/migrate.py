@@ -1,27 +1,28 @@
 """Running the Alembic migrations (shipped inside the package as
-``statestore/migrations``) against a database URL."""
+``statestore/migrations``) against a database URL.
+
+Alembic and SQLAlchemy's engine are imported by the functions that run migrations,
+not by this module: every backend checks the revision on open (``head_revision``),
+and opening a store (``statestore show``) should not pay for importing them.
+"""
 
 from __future__ import annotations
 
-import functools
 import io
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import event, pool
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = [
+    "HEAD_REVISION",
     "alembic_config",
     "head_revision",
     "sqlalchemy_url",
@@ -43,6 +44,8 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def alembic_config(url: str | None = None, output: io.StringIO | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config(output_buffer=output) if output is not None else Config()
     config.set_main_option("script_location", "statestore:migrations")
     if url is not None:
@@ -51,14 +54,23 @@ def alembic_config(url: str | None = None, output: io.StringIO | None = None) ->
     return config
 
 
-@functools.cache
+HEAD_REVISION = "0002"
+"""The newest revision in ``statestore/migrations/versions``; a new migration sets it
+(tests/test_cli.py checks it against Alembic's own head)."""
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The revision a store needs its database at."""
+    return HEAD_REVISION
 
 
 async def _run(url: str, action: str, revision: str) -> None:
+    from alembic import command
+    from alembic.util.exc import CommandError
+    from sqlalchemy import pool
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     config = alembic_config(url)
 
     def run(connection: Connection) -> None:
@@ -92,6 +104,7 @@ def _one_immediate_transaction(engine: AsyncEngine) -> None:
     migrates, the others wait for its lock and find the file already at head. By
     default the driver would commit each CREATE TABLE on its own, and the others
     would fail with "table ... already exists" half-way."""
+    from sqlalchemy import event
 
     @event.listens_for(engine.sync_engine, "connect")
     def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
@@ -125,6 +138,9 @@ async def downgrade(url: str, revision: str) -> None:
 
 def upgrade_sql(url: str, revision: str = "head") -> str:
     """The SQL that ``upgrade`` would run, for a DBA to review and apply."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     output = io.StringIO()
     try:
         command.upgrade(alembic_config(url, output), revision, sql=True)
