@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
+from . import citus
 
 __all__ = [
     "alembic_config",
@@ -64,6 +65,9 @@ async def _run(url: str, action: str, revision: str) -> None:
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
+        if action == "upgrade":
+            # On Citus, tables a migration created are distributed in its transaction.
+            citus.distribute_tables(connection)
 
     engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     if url_scheme(url) == "sqlite":
