@@ -203,9 +203,11 @@ class PostgresDatabase:
 
     engine = "postgresql"
     statements_are_round_trips = True
+    # $1 (the conversation id), not a correlated s.conversation_id: Citus routes a
+    # statement to one shard only if every table reference names the id.
     metadata_agg = (
         "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
-        "WHERE m.conversation_id = s.conversation_id)"
+        "WHERE m.conversation_id = $1)"
     )
 
     def __init__(
