@@ -203,6 +203,9 @@ class PostgresDatabase:
 
     engine = "postgresql"
     statements_are_round_trips = True
+    # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
+    # route a data-modifying INSERT CTE to one shard (set when the store opens).
+    one_statement_append = True
     # $1 (the conversation id), not a correlated s.conversation_id: Citus routes a
     # statement to one shard only if every table reference names the id.
     metadata_agg = (
@@ -255,6 +258,9 @@ class PostgresDatabase:
             exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
             current = (
                 await conn.fetchval("SELECT version_num FROM alembic_version") if exists else None
+            )
+            self.one_statement_append = not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
             )
         finally:
             pool.release(conn)
