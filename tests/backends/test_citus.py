@@ -63,7 +63,7 @@ async def _create_database(server: str, name: str) -> str:
     """A new database on the Citus cluster at ``server`` with the same nodes."""
     import asyncpg
 
-    conn = await asyncpg.connect(server, timeout=5)
+    conn = await asyncpg.connect(server, timeout=30)
     try:
         if not await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'citus'"):
             pytest.skip(f"{CITUS_ENV} does not point at a Citus coordinator (no citus extension)")
@@ -99,7 +99,7 @@ async def _create_database(server: str, name: str) -> str:
 async def _drop_database(server: str, name: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(server, timeout=5)
+    conn = await asyncpg.connect(server, timeout=30)
     try:
         await conn.execute("SET citus.enable_create_database_propagation TO on")
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -439,3 +439,28 @@ async def test_windowed_loads_are_never_torn(citus_url: str) -> None:
             await writing
     assert writes >= 150 and loads > writes
     assert not torn, f"{len(torn)} of {loads} loads were torn, e.g. {torn[:5]}"
+
+
+# -- stats --------------------------------------------------------------------------------
+
+
+async def test_stats_report_the_shards_sizes(citus_url: str) -> None:
+    """`statestore stats` counts the bytes in the workers' shards, not the coordinator's
+    empty shell tables, and lists the largest conversations (a query that fans out)."""
+    import asyncpg
+
+    from statestore.tools.lifecycle import table_stats
+
+    cid = f"stats-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("postgres", url=citus_url) as store:
+        await store.save_state(cid, _state(50))
+    stats = await table_stats(citus_url, top=100)
+    conn = await asyncpg.connect(citus_url)
+    try:
+        shell = await conn.fetchval("SELECT pg_total_relation_size('conversation_messages')")
+        shards = await conn.fetchval("SELECT citus_total_relation_size('conversation_messages')")
+    finally:
+        await conn.close()
+    assert stats.bytes["conversation_messages"] == shards > shell
+    assert stats.rows["conversation_messages"] >= 50
+    assert (cid, 50, 2) in [row[:3] for row in stats.largest]

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import orjson
 
+from ..backends.sql import citus
 from ..core.backend import ConversationInfo, StorageBackend
 from ..core.config import url_scheme
 from ..core.errors import ConversationNotFound, CorruptState, StateStoreError, ValidationError
@@ -349,7 +350,7 @@ async def _pg_stats(url: str, top: int) -> StoreStats:
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
                 continue
             stats.rows[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
-            stats.bytes[table] = await conn.fetchval("SELECT pg_total_relation_size($1)", table)
+            stats.bytes[table] = await citus.relation_size(conn, table)  # Citus: all shards
         length = "octet_length(content)"
         if "conversation_states" in stats.rows:
             stats.conversations = stats.rows["conversation_states"]
