@@ -102,7 +102,16 @@ async def _drop_database(server: str, name: str) -> None:
     conn = await asyncpg.connect(server, timeout=30)
     try:
         await conn.execute("SET citus.enable_create_database_propagation TO on")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(5):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.ObjectInUseError:
+                # A worker's Citus maintenance daemon, which FORCE does not end, can
+                # still be on the database for a moment: try again.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(1)
     finally:
         await conn.close()
 
