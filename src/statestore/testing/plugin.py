@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ..core.backend import StorageBackend
 from ..core.registry import Registry, default_registry
+from ..core.store import Store
 
 __all__ = ["scratch_database", "BackendTarget", "backend_targets", "open_target"]
 
@@ -156,7 +156,7 @@ def target_url(target: BackendTarget, request: pytest.FixtureRequest) -> str | N
     return None
 
 
-def open_target(target: BackendTarget, url: str | None, **options: Any) -> StorageBackend:
+def open_target(target: BackendTarget, url: str | None, **options: Any) -> Store:
     """The unopened backend for ``target`` (use with ``async with``)."""
     return default_registry().open_store(target.backend, url, **options)
 
@@ -183,9 +183,7 @@ def store_url(backend_target: BackendTarget, request: pytest.FixtureRequest) -> 
 
 
 @pytest.fixture
-async def store(
-    backend_target: BackendTarget, store_url: str | None
-) -> AsyncIterator[StorageBackend]:
+async def store(backend_target: BackendTarget, store_url: str | None) -> AsyncIterator[Store]:
     """An open store of ``backend_target``."""
     async with open_target(backend_target, store_url) as opened:
         yield opened
