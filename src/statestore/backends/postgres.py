@@ -361,9 +361,14 @@ class PostgresDatabase:
 
     engine = "postgresql"
     statements_are_round_trips = True
+    # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
+    # route a data-modifying INSERT CTE to one shard (set when the store opens).
+    one_statement_append = True
+    # $1 (the conversation id), not a correlated s.conversation_id: Citus routes a
+    # statement to one shard only if every table reference names the id.
     metadata_agg = (
         "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
-        "WHERE m.conversation_id = s.conversation_id)"
+        "WHERE m.conversation_id = $1)"
     )
 
     def __init__(
@@ -434,6 +439,10 @@ class PostgresDatabase:
         head = migrations.head_revision()
 
         async def body(tx: Tx) -> Any:
+            citus = await tx.fetchrow(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+            )
+            self.one_statement_append = not (citus and citus[0])
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
                 return None

@@ -12,6 +12,7 @@ PostgreSQL ``pg_total_relation_size``. A distributed engine overrides
 from __future__ import annotations
 
 from ...core.maintenance import StoreStats
+from . import citus
 from .database import Database, Tx
 
 __all__ = ["SqlMaintenance", "TABLES"]
@@ -131,11 +132,10 @@ async def _sqlite_stats(tx: Tx, top: int) -> StoreStats:
 async def _postgres_stats(tx: Tx, top: int) -> StoreStats:
     stats = StoreStats("postgresql")
     for table in await _present_postgres(tx):
-        row = await tx.fetchrow(
-            f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}"  # fixed names
-        )
+        row = await tx.fetchrow(f"SELECT count(*) FROM {table}")  # fixed names only
         assert row is not None
-        stats.rows[table], stats.bytes[table] = int(row[0]), int(row[1])
+        stats.rows[table] = int(row[0])
+        stats.bytes[table] = await citus.relation_size(tx, table)  # Citus: all shards
     await _largest(tx, stats, top, "octet_length(content)")
     return stats
 

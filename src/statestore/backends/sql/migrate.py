@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
+from . import citus
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -54,7 +55,7 @@ def alembic_config(url: str | None = None, output: io.StringIO | None = None) ->
     return config
 
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest revision in ``statestore/migrations/versions``; a new migration sets it
 (tests/test_cli.py checks it against Alembic's own head)."""
 
@@ -76,6 +77,9 @@ async def _run(url: str, action: str, revision: str) -> None:
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
+        if action == "upgrade":
+            # On Citus, tables a migration created are distributed in its transaction.
+            citus.distribute_tables(connection)
 
     engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     if url_scheme(url) == "sqlite":
