@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -132,10 +133,15 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError)
 
 
+_WRITE_KEYWORD = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
 def _is_read(sql: str) -> bool:
-    """Whether ``sql`` only reads: statestore's reads are plain SELECTs (a UNION of
-    them starts with a parenthesis); anything else counts as a write."""
-    return sql.lstrip("( \n")[:6].upper() == "SELECT"
+    """Whether ``sql`` only reads: no INSERT, UPDATE or DELETE anywhere in it (a CTE
+    included). Values are bound parameters, never in the text, so only statestore's
+    own SQL is searched; the texts repeat, hence the cache."""
+    return _WRITE_KEYWORD.search(sql) is None
 
 
 @functools.cache
