@@ -34,8 +34,10 @@ When the connection or the server goes away:
 - a write is run again only when it provably never reached the server (its BEGIN
   failed, or the driver refused to send it on a connection it knew was closed). A
   write whose connection is lost after that raises BackendUnavailable and is never
-  repeated; lost during COMMIT, the message says the outcome is unknown (it is
-  wholly applied or not at all, never in part);
+  repeated. It is applied wholly or not at all, never in part: lost before its
+  COMMIT, it is rolled back; lost during COMMIT (the message says the outcome is
+  unknown), or during an append sent as one statement that commits on its own, it
+  may have been applied;
 - a connection found closed when taken from the pool is replaced.
 
 Caveats: the schema is not migrated on open unless ``migrate=True``; an out-of-date
