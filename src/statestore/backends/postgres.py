@@ -63,6 +63,7 @@ from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
+from .sql.statements import dialect_for
 
 __all__ = ["PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
 
@@ -368,6 +369,7 @@ class PostgresDatabase:
     ``asyncpg.Pool`` the application passed in (``pool=``)."""
 
     engine = "postgresql"
+    dialect = dialect_for("postgresql")
     statements_are_round_trips = True
     # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
     # route a data-modifying INSERT CTE to one shard (set when the store opens).

@@ -50,6 +50,7 @@ from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
+from .sql.statements import dialect_for
 
 __all__ = ["SqliteBackend", "SqliteDatabase", "sqlite_path"]
 
@@ -212,6 +213,7 @@ class SqliteDatabase:
     the operations of one store in turn."""
 
     engine = "sqlite"
+    dialect = dialect_for("sqlite")
     statements_are_round_trips = False
     metadata_agg = (
         "(SELECT json_group_array(json_array(key, value)) FROM memory_metadata m "

@@ -12,6 +12,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy.engine import Dialect
+
 __all__ = ["Database", "Tx"]
 
 Row = Sequence[Any]
@@ -42,6 +44,8 @@ class Database(Protocol):
     """A connected database of one engine."""
 
     engine: str  # "sqlite" or "postgresql"
+    dialect: Dialect
+    """What the statements are compiled for (``statements.dialect_for(engine)``)."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
     """Whether each statement costs a round trip to a server (so reads are worth

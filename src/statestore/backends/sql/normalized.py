@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from ...core import jsoncodec
 from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
@@ -572,31 +573,52 @@ class NormalizedBackend(DatabaseBackend):
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete a conversation (its rows go with it: ON DELETE CASCADE)."""
-        p = _Params(conversation_id)
-        sql = "DELETE FROM conversation_states WHERE conversation_id = $1"
-        if user_id is not None:
-            sql += OWNER.format(p.add(user_id))
+        statement = self._sql.get(_delete_state, user_id is not None)
+        values = {"conversation_id": conversation_id, "user_id": user_id}
         async with self._db.transaction() as tx:
-            deleted = await tx.execute(sql, *p.values)
+            deleted = await tx.execute(statement.sql, *statement.args(values))
         return deleted > 0
 
     async def list_conversations(
         self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
         """Conversations ordered by id (see ``StorageBackend.list_conversations``)."""
-        p = _Params()
-        where = []
-        if user_id is not None:
-            where.append(f"user_id = {p.add(user_id)}")
-        if after is not None:
-            where.append(f"conversation_id > {p.add(after)}")
-        sql = (
-            "SELECT conversation_id, user_id, version, message_count, created_at, updated_at "
-            "FROM conversation_states"
-        )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY conversation_id LIMIT {p.add(limit)}"
-        rows = await self._db.run(lambda tx: tx.fetch(sql, *p.values), write=False)
+        statement = self._sql.get(_list_states, user_id is not None, after is not None)
+        args = statement.args({"user_id": user_id, "after": after, "limit": limit})
+        rows = await self._db.run(lambda tx: tx.fetch(statement.sql, *args), write=False)
         ts_out = self._db.ts_out
         return [ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows]
+
+
+# -- statement builders (compiled once per dialect and shape: see statements.py) ------
+
+_states = tables.conversation_states
+
+
+def _owned_by(table: sa.Table) -> sa.ColumnElement[bool]:
+    """The row has no owner or is the caller's (parameter ``user_id``)."""
+    return sa.or_(table.c.user_id.is_(None), table.c.user_id == sa.bindparam("user_id"))
+
+
+def _delete_state(dialect: Dialect, owned: bool) -> sa.Delete:
+    statement = sa.delete(_states).where(
+        _states.c.conversation_id == sa.bindparam("conversation_id")
+    )
+    return statement.where(_owned_by(_states)) if owned else statement
+
+
+def _list_states(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
+    s = _states
+    statement = sa.select(
+        s.c.conversation_id,
+        s.c.user_id,
+        s.c.version,
+        s.c.message_count,
+        s.c.created_at,
+        s.c.updated_at,
+    )
+    if by_user:
+        statement = statement.where(s.c.user_id == sa.bindparam("user_id"))
+    if after:
+        statement = statement.where(s.c.conversation_id > sa.bindparam("after"))
+    return statement.order_by(s.c.conversation_id).limit(sa.bindparam("limit"))
