@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import ClauseElement
 
 from ...core import jsoncodec
 from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
@@ -22,6 +23,7 @@ from ...core.query import LoadOptions
 from . import tables
 from .base import DatabaseBackend
 from .database import Tx
+from .statements import any_of, metadata_json
 
 __all__ = ["NormalizedBackend"]
 
@@ -45,13 +47,6 @@ _INSERT_TARGET = {
     INSERT_MESSAGE: ("conversation_messages", _columns(tables.conversation_messages)),
     INSERT_ITEM: ("memory_context_items", _columns(tables.memory_context_items)),
 }
-MSG_COLS = ", ".join(_columns(tables.conversation_messages)[1:])  # seq, role, ...
-ITEM_COLS = ", ".join(_columns(tables.memory_context_items)[1:])  # item_id, source, ...
-# The halves of a load's UNION (see _state_and_messages): a message row has NULL
-# state columns, the state row NULL message columns.
-_STATE_AT = len(tables.conversation_messages.c) - 1
-_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
-_NO_STATE = ", ".join(["NULL"] * 10)
 UPSERT_METADATA = (
     "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
     "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
@@ -454,54 +449,42 @@ class NormalizedBackend(DatabaseBackend):
         The messages are bounded by the state row's ``message_count``, so an append
         cannot show up half-way. A window, where a statement costs a round trip
         (``Database.statements_are_round_trips``), comes with the state row in one
-        statement: a UNION of the state row (message columns NULL, sorted first) and
-        the window's rows (state columns NULL). Not a whole history: sorting it would
+        statement (see ``_state_and_window``). Not a whole history: sorting it would
         spill to disk past ``work_mem`` on a long history, for a round
         trip that is nothing next to its transfer. In process (SQLite) two plain
         statements are faster than the UNION's sort."""
         db = self._db
-        p = _Params(conversation_id)
-        state_sql = (
-            "SELECT user_id, user_input, focus_areas, step_count, last_tool_result, version, "
-            f"message_count, created_at, updated_at, {db.metadata_agg} AS metadata "
-            "FROM conversation_states s WHERE conversation_id = $1"
-        )
-        if user_id is not None:
-            state_sql += OWNER.format(p.add(user_id))
+        owned = user_id is not None
+        by_types = options.message_types is not None
+        by_tool = options.tool_name is not None
+        values: dict[str, Any] = {"conversation_id": conversation_id, "user_id": user_id}
+        if by_types:
+            values["message_types"] = db.list_param(sorted(options.message_types or ()))
+        values["tool_name"] = options.tool_name
+        values["last_messages"] = options.last_messages
         if not (db.statements_are_round_trips and options.last_messages is not None):
-            row = await tx.fetchrow(state_sql, *p.values)
+            statement = self._sql.get(_state_select, owned)
+            row = await tx.fetchrow(statement.sql, *statement.args(values))
             if row is None:
                 return None
             if options.last_messages == 0:
                 return row, []
-            p = _Params(conversation_id, row[6])
-            rows = await tx.fetch(self._messages_sql(p, "$2", options), *p.values)
-            if options.last_messages is not None:
+            values["message_count"] = row[6]
+            window = options.last_messages is not None
+            statement = self._sql.get(_messages_select, by_types, by_tool, window)
+            rows = await tx.fetch(statement.sql, *statement.args(values))
+            if window:
                 rows.reverse()  # the window came newest first
             return row, rows
-        sql = f"WITH s AS ({state_sql}) SELECT {_NO_MESSAGE}, s.* FROM s"
-        if options.last_messages != 0:
-            messages_sql = self._messages_sql(p, "(SELECT message_count FROM s)", options)
-            sql += (
-                f" UNION ALL SELECT w.*, {_NO_STATE} FROM ({messages_sql}) w ORDER BY 1 NULLS FIRST"
-            )
-        rows = await tx.fetch(sql, *p.values)
+        if options.last_messages == 0:
+            statement = self._sql.get(_state_select, owned)
+            row = await tx.fetchrow(statement.sql, *statement.args(values))
+            return None if row is None else (row, [])
+        statement = self._sql.get(_state_and_window, owned, by_types, by_tool)
+        rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
         return rows[0][_STATE_AT:], rows[1:]
-
-    def _messages_sql(self, p: _Params, count: str, options: LoadOptions) -> str:
-        """The SELECT of the messages ``options`` asks for among the first ``count``
-        (SQL) of conversation ``$1``: in seq order, or newest first for a window."""
-        where = f"conversation_id = $1 AND seq < {count}"
-        if options.message_types is not None:
-            where += f" AND message_type {self._in(p, options.message_types)}"
-        if options.tool_name is not None:
-            where += f" AND tool_name = {p.add(options.tool_name)}"
-        order = "ORDER BY seq"
-        if options.last_messages is not None:
-            order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
-        return f"SELECT {MSG_COLS} FROM conversation_messages WHERE {where} {order}"
 
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
         ts_out = self._db.ts_out
@@ -532,24 +515,26 @@ class NormalizedBackend(DatabaseBackend):
         if options.context_limit == 0:
             return []
         db = self._db
-        p = _Params(conversation_id)
-        where = "conversation_id = $1"
+        values: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "min_relevance": options.min_relevance,
+            "context_limit": options.context_limit,
+        }
         if options.context_sources is not None:
-            where += f" AND source {self._in(p, options.context_sources)}"
+            values["context_sources"] = db.list_param(sorted(options.context_sources))
         if options.context_types is not None:
-            where += f" AND context_type {self._in(p, options.context_types)}"
+            values["context_types"] = db.list_param(sorted(options.context_types))
         if options.focus_only:
-            where += f" AND context_type {self._in(p, set(focus_areas))}"
-        if options.min_relevance is not None:
-            where += f" AND relevance_score >= {p.add(options.min_relevance)}"
-        if options.context_limit is None:
-            order = "ORDER BY item_id"
-        else:
-            order = f"ORDER BY relevance_score DESC, item_id LIMIT {p.add(options.context_limit)}"
-        rows = await tx.fetch(
-            f"SELECT {ITEM_COLS} FROM memory_context_items WHERE {where} {order}",
-            *p.values,
+            values["focus_areas"] = db.list_param(sorted(set(focus_areas)))
+        statement = self._sql.get(
+            _items_select,
+            options.context_sources is not None,
+            options.context_types is not None,
+            options.focus_only,
+            options.min_relevance is not None,
+            options.context_limit is not None,
         )
+        rows = await tx.fetch(statement.sql, *statement.args(values))
         if options.context_limit is not None:
             rows.sort(key=lambda r: r[0])
         items = []
@@ -622,3 +607,107 @@ def _list_states(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]
     if after:
         statement = statement.where(s.c.conversation_id > sa.bindparam("after"))
     return statement.order_by(s.c.conversation_id).limit(sa.bindparam("limit"))
+
+
+_messages_table = tables.conversation_messages
+_items = tables.memory_context_items
+# A message row as loaded: every column but conversation_id (seq, role, ...).
+_MESSAGE_COLUMNS = tuple(_messages_table.c)[1:]
+_ITEM_COLUMNS = tuple(_items.c)[1:]
+# The state row as loaded; the metadata aggregate follows it.
+_STATE_COLUMNS = tuple(
+    _states.c[name]
+    for name in (
+        "user_id",
+        "user_input",
+        "focus_areas",
+        "step_count",
+        "last_tool_result",
+        "version",
+        "message_count",
+        "created_at",
+        "updated_at",
+    )
+)
+# In the UNION of _state_and_window a message row has NULL state columns, the state
+# row NULL message columns.
+_STATE_AT = len(_MESSAGE_COLUMNS)
+
+
+def _state_select(dialect: Dialect, owned: bool) -> sa.Select[Any]:
+    """The state row of conversation ``conversation_id`` and its metadata."""
+    conversation_id: sa.BindParameter[str] = sa.bindparam("conversation_id")
+    statement = sa.select(
+        *_STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")
+    ).where(_states.c.conversation_id == conversation_id)
+    return statement.where(_owned_by(_states)) if owned else statement
+
+
+def _messages_of(
+    dialect: Dialect, count: sa.ColumnElement[Any], by_types: bool, by_tool: bool, window: bool
+) -> sa.Select[Any]:
+    """The messages among the first ``count`` of conversation ``conversation_id``
+    that the options ask for: in seq order, or the window newest first."""
+    m = _messages_table
+    statement = sa.select(*_MESSAGE_COLUMNS).where(
+        m.c.conversation_id == sa.bindparam("conversation_id"), m.c.seq < count
+    )
+    if by_types:
+        statement = statement.where(any_of(m.c.message_type, "message_types", dialect))
+    if by_tool:
+        statement = statement.where(m.c.tool_name == sa.bindparam("tool_name"))
+    if window:
+        return statement.order_by(m.c.seq.desc()).limit(sa.bindparam("last_messages"))
+    return statement.order_by(m.c.seq)
+
+
+def _messages_select(
+    dialect: Dialect, by_types: bool, by_tool: bool, window: bool
+) -> sa.Select[Any]:
+    count = sa.bindparam("message_count", type_=sa.BigInteger)
+    return _messages_of(dialect, count, by_types, by_tool, window)
+
+
+def _state_and_window(
+    dialect: Dialect, owned: bool, by_types: bool, by_tool: bool
+) -> ClauseElement:
+    """The state row and a window of messages in one statement: a UNION of the state
+    row (message columns NULL, sorted first) and the window's rows (state columns
+    NULL), the window bounded by the state row's message_count."""
+    state = _state_select(dialect, owned).cte("s")
+    count = sa.select(state.c.message_count).scalar_subquery()
+    window = _messages_of(dialect, count, by_types, by_tool, True).subquery("w")
+    no_message = [sa.null()] * _STATE_AT
+    no_state = [sa.null()] * len(state.c)
+    return sa.union_all(sa.select(*no_message, *state.c), sa.select(*window.c, *no_state)).order_by(
+        sa.nulls_first(sa.literal_column("1"))
+    )
+
+
+def _items_select(
+    dialect: Dialect,
+    by_sources: bool,
+    by_types: bool,
+    focus_only: bool,
+    by_relevance: bool,
+    limited: bool,
+) -> sa.Select[Any]:
+    """The context items the options ask for: in id order, or the most relevant
+    ``context_limit`` (the caller puts them back in id order)."""
+    c = _items.c
+    statement = sa.select(*_ITEM_COLUMNS).where(
+        c.conversation_id == sa.bindparam("conversation_id")
+    )
+    if by_sources:
+        statement = statement.where(any_of(c.source, "context_sources", dialect))
+    if by_types:
+        statement = statement.where(any_of(c.context_type, "context_types", dialect))
+    if focus_only:
+        statement = statement.where(any_of(c.context_type, "focus_areas", dialect))
+    if by_relevance:
+        statement = statement.where(c.relevance_score >= sa.bindparam("min_relevance"))
+    if not limited:
+        return statement.order_by(c.item_id)
+    return statement.order_by(c.relevance_score.desc(), c.item_id).limit(
+        sa.bindparam("context_limit")
+    )
