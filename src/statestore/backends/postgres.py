@@ -147,31 +147,6 @@ def _is_read(sql: str) -> bool:
     return _WRITE_KEYWORD.search(sql) is None
 
 
-@functools.cache
-def _unnest_insert(table: str, columns: tuple[str, ...]) -> str:
-    """``INSERT INTO table (columns) SELECT unnest($1::type[]), ...``, each array typed
-    as its column is in the schema (``backends/sql/tables.py``).
-
-    The unnests are in the select list, not ``FROM unnest(...)``: there PostgreSQL
-    streams them row by row, in step, where a function in FROM first copies its
-    whole result into a tuplestore (which spills to disk past ``work_mem`` for a
-    large save)."""
-    from sqlalchemy.dialects import postgresql
-
-    from .sql.tables import metadata
-
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's, untyped
-
-    def array_of(name: str) -> str:
-        sql_type: str = metadata.tables[table].c[name].type.compile(dialect=dialect)
-        # Strings as TEXT: a cast to VARCHAR(n) would silently cut a longer value,
-        # where the column's own assignment refuses it.
-        return "TEXT" if sql_type.startswith("VARCHAR") else sql_type
-
-    arrays = ", ".join(f"unnest(${i}::{array_of(name)}[])" for i, name in enumerate(columns, 1))
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {arrays}"
-
-
 # asyncpg's executemany sends its first 128 KiB at once, then (like COPY) waits for
 # the socket to drain between batches, a wait a dropped connection never ends unless
 # command_timeout is set. Rows whose text could exceed that go one statement each.
@@ -224,15 +199,13 @@ class _PgTx:
             for row in rows:
                 await self._conn.execute(sql, *row)
 
-    async def copy_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
+    async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         # One statement with an array per column, not COPY: asyncpg's
         # copy_records_to_table waits for the socket to accept more data between
         # chunks, and a connection dropped during that wait never wakes it (the call
         # hung forever). A statement's reply waiter is failed when the connection drops.
         self.wrote = True
-        await self._conn.execute(_unnest_insert(table, tuple(columns)), *zip(*rows, strict=True))
+        await self._conn.execute(sql, *zip(*rows, strict=True))
 
 
 def _terminate(conn: Any) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import random
 import re
 import sqlite3
@@ -109,13 +108,6 @@ def _sql(sql: str) -> str:
     return converted
 
 
-@functools.cache
-def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    """The INSERT ``copy_rows`` runs (executemany is SQLite's bulk path)."""
-    values = ", ".join(f"?{i}" for i in range(1, len(columns) + 1))
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
-
-
 def _fixed_width(text: str) -> str:
     """orjson's text of a UTC datetime as the stored form, fixed width so that text
     order is time order: ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (orjson leaves out a
@@ -170,10 +162,9 @@ class _Tx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._db._call(_executemany, sql, rows)
 
-    async def copy_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        await self._db._call(_executemany, _insert_sql(table, tuple(columns)), rows)
+    async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # executemany is SQLite's bulk path (sql: the one-row INSERT).
+        await self._db._call(_executemany, sql, rows)
 
 
 def _settle(task: asyncio.Task[T], outcome: asyncio.Future[T]) -> None:
@@ -215,6 +206,7 @@ class SqliteDatabase:
     engine = "sqlite"
     dialect = dialect_for("sqlite")
     statements_are_round_trips = False
+    one_statement_append = False
     metadata_agg = (
         "(SELECT json_group_array(json_array(key, value)) FROM memory_metadata m "
         "WHERE m.conversation_id = s.conversation_id)"

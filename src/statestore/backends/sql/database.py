@@ -1,8 +1,8 @@
 """The small driver interface the SQL backends are written against.
 
-SQL text is written once with PostgreSQL's ``$1`` placeholders; the SQLite adapter
-rewrites them to ``?1`` (its numbered form). Each adapter says how its engine differs:
-timestamps, list parameters, metadata aggregation, bulk inserts.
+The SQL comes from ``statements.py``, compiled for the adapter's ``dialect``. Each
+adapter says how its engine differs in what the driver takes: timestamps, list
+parameters, bulk inserts.
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ class Tx(Protocol):
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
-    async def copy_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        """Insert many rows by the engine's fastest bulk path."""
+    async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows by the engine's fastest bulk path: ``sql`` is
+        ``statements.bulk_insert`` of their table."""
         ...
 
 
@@ -48,6 +47,11 @@ class Database(Protocol):
     """What the statements are compiled for (``statements.dialect_for(engine)``)."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
+    one_statement_append: bool
+    """Whether an append-only write runs as one statement (a data-modifying WITH,
+    ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route
+    an INSERT inside a WITH to one shard (it would run in two steps on the
+    coordinator)."""
     """Whether each statement costs a round trip to a server (so reads are worth
     merging into one statement) or runs in process."""
 

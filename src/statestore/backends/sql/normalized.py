@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -23,54 +24,9 @@ from ...core.query import LoadOptions
 from . import tables
 from .base import DatabaseBackend
 from .database import Tx
-from .statements import any_of, metadata_json
+from .statements import any_of, bulk_insert, cast_type, metadata_json
 
 __all__ = ["NormalizedBackend"]
-
-
-def _columns(table: sa.Table) -> tuple[str, ...]:
-    return tuple(column.name for column in table.c)
-
-
-def _insert_sql(table: sa.Table) -> str:
-    """An INSERT of every column of ``table``, in the table's order."""
-    columns = _columns(table)
-    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
-
-
-# Each column list once, from the table definitions (conversation_id first).
-INSERT_MESSAGE = _insert_sql(tables.conversation_messages)
-INSERT_ITEM = _insert_sql(tables.memory_context_items)
-# Table and columns of each INSERT, for the bulk path (Tx.copy_rows).
-_INSERT_TARGET = {
-    INSERT_MESSAGE: ("conversation_messages", _columns(tables.conversation_messages)),
-    INSERT_ITEM: ("memory_context_items", _columns(tables.memory_context_items)),
-}
-UPSERT_METADATA = (
-    "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
-    "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
-)
-INSERT_STATE = (
-    "INSERT INTO conversation_states (conversation_id, user_id, user_input, focus_areas, "
-    "step_count, last_tool_result, version, message_count, next_item_id, created_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9) "
-    "ON CONFLICT (conversation_id) DO NOTHING "
-    "RETURNING version, message_count, next_item_id, user_id, created_at"
-)
-PROBE_STATE = "SELECT version, user_id FROM conversation_states WHERE conversation_id = $1"
-OWNER = " AND (user_id IS NULL OR user_id = {})"
-
-
-class _Params:
-    """Numbered placeholders for a statement being built."""
-
-    def __init__(self, *values: Any) -> None:
-        self.values = list(values)
-
-    def add(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${len(self.values)}"
 
 
 class NormalizedBackend(DatabaseBackend):
@@ -110,10 +66,7 @@ class NormalizedBackend(DatabaseBackend):
         n_msgs = len(plan.append_messages)
         n_items = len(plan.add_items)
         if (
-            db.engine == "postgresql"
-            # Not on Citus: it routes the UPDATE and the INSERT each to one shard, but
-            # not an INSERT inside a WITH (it would run in two steps on the coordinator).
-            and getattr(db, "one_statement_append", False)
+            db.one_statement_append
             and not plan.replace
             and plan.truncate_from is None
             and not (plan.add_items or plan.remove_item_ids)
@@ -142,24 +95,20 @@ class NormalizedBackend(DatabaseBackend):
             version, message_count, next_item_id, owner, created_at = row
             first_seq = message_count - n_msgs
             first_item = next_item_id - n_items
+            sql = self._sql
             if plan.replace and not created:
-                for table in ("conversation_messages", "memory_context_items", "memory_metadata"):
-                    await tx.execute(
-                        f"DELETE FROM {table} WHERE conversation_id = $1",
-                        conversation_id,
-                    )
+                for table in (_messages_table, _items, _metadata):
+                    await tx.execute(sql.get(_delete_all_of, table.name).sql, conversation_id)
             elif plan.truncate_from is not None:
                 await tx.execute(
-                    "DELETE FROM conversation_messages WHERE conversation_id = $1 AND seq >= $2",
-                    conversation_id,
-                    plan.truncate_from,
+                    sql.get(_delete_messages_from).sql, conversation_id, plan.truncate_from
                 )
             if plan.append_messages:
                 stamps = db.ts_many([m.timestamp for m in plan.append_messages])
                 dumps = jsoncodec.dumps
                 await self._insert(
                     tx,
-                    INSERT_MESSAGE,
+                    _messages_table,
                     [
                         (
                             conversation_id,
@@ -176,8 +125,7 @@ class NormalizedBackend(DatabaseBackend):
                 )
             if plan.remove_item_ids:
                 await tx.execute(
-                    "DELETE FROM memory_context_items WHERE conversation_id = $1 "
-                    f"AND item_id {db.any_of('$2')}",  # placeholders only
+                    sql.get(_delete_items).sql,
                     conversation_id,
                     db.list_param(plan.remove_item_ids),
                 )
@@ -185,7 +133,7 @@ class NormalizedBackend(DatabaseBackend):
                 stamps = db.ts_many([c.timestamp for c in plan.add_items])
                 await self._insert(
                     tx,
-                    INSERT_ITEM,
+                    _items,
                     [
                         (
                             conversation_id,
@@ -202,14 +150,13 @@ class NormalizedBackend(DatabaseBackend):
                 )
             if plan.delete_metadata:
                 await tx.execute(
-                    "DELETE FROM memory_metadata WHERE conversation_id = $1 "
-                    f"AND key {db.any_of('$2')}",  # placeholders only
+                    sql.get(_delete_metadata).sql,
                     conversation_id,
                     db.list_param(plan.delete_metadata),
                 )
             if plan.set_metadata:
                 await tx.executemany(
-                    UPSERT_METADATA,
+                    sql.get(_upsert_metadata).sql,
                     [(conversation_id, key, value) for key, value in plan.set_metadata.items()],
                 )
             return (version, message_count, next_item_id, owner, created_at), first_seq, first_item
@@ -222,14 +169,13 @@ class NormalizedBackend(DatabaseBackend):
             first_item,
         )
 
-    async def _insert(self, tx: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` with ``sql`` (INSERT_MESSAGE or INSERT_ITEM)."""
+    async def _insert(self, tx: Tx, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (values in the table's column order) into ``table``."""
         if len(rows) > 1:
-            # The adapter's bulk path (PostgreSQL: COPY, far cheaper than a row each).
-            table, columns = _INSERT_TARGET[sql]
-            await tx.copy_rows(table, columns, rows)
+            # The adapter's bulk path (PostgreSQL: one INSERT of arrays).
+            await tx.copy_rows(self._sql.get(bulk_insert, table.name).sql, rows)
         else:
-            await tx.executemany(sql, rows)
+            await tx.executemany(self._sql.get(_insert_row, table.name).sql, rows)
 
     async def _claim_state_row(
         self,
@@ -250,15 +196,16 @@ class NormalizedBackend(DatabaseBackend):
         version = 0
         for _ in range(2):
             if can_create:
-                row = await tx.fetchrow(
-                    INSERT_STATE,
-                    conversation_id,
-                    user_id,
-                    *self._scalar_values(plan),
-                    len(plan.append_messages),
-                    len(plan.add_items),
-                    self._db.ts(now),
+                insert = self._sql.get(_insert_state)
+                values = dict(
+                    zip(_SCALARS, self._scalar_values(plan), strict=True),
+                    conversation_id=conversation_id,
+                    user_id=user_id,
+                    message_count=len(plan.append_messages),
+                    next_item_id=len(plan.add_items),
+                    now=self._db.ts(now),
                 )
+                row = await tx.fetchrow(insert.sql, *insert.args(values))
                 if row is not None:
                     return row, True
             row = await self._update_state_row(
@@ -266,7 +213,7 @@ class NormalizedBackend(DatabaseBackend):
             )
             if row is not None:
                 return row, False
-            probe = await tx.fetchrow(PROBE_STATE, conversation_id)
+            probe = await tx.fetchrow(self._sql.get(_probe_state).sql, conversation_id)
             if probe is None:
                 if can_create:
                     continue  # deleted since our INSERT found it: create it again
@@ -299,44 +246,53 @@ class NormalizedBackend(DatabaseBackend):
         expected_version: int | None,
         now: datetime,
     ) -> Sequence[Any] | None:
-        p = _Params(conversation_id)
-        sql = self._update_sql(p, plan, user_id, expected_version, now)
-        return await tx.fetchrow(sql, *p.values)
+        shape, values = self._update(conversation_id, plan, user_id, expected_version, now)
+        statement = self._sql.get(_update_state, *shape)
+        return await tx.fetchrow(statement.sql, *statement.args(values))
 
-    def _update_sql(
+    def _update(
         self,
-        p: _Params,
+        conversation_id: str,
         plan: WritePlan,
         user_id: str | None,
         expected_version: int | None,
         now: datetime,
-    ) -> str:
-        """The UPDATE of the state row (``$1``: the conversation id), RETURNING
-        version, message_count, next_item_id, user_id, created_at."""
-        sets = [f"updated_at = {p.add(self._db.ts(now))}", "version = version + 1"]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The shape of the UPDATE of the state row for ``plan`` (the arguments of
+        ``_update_state``) and its parameter values."""
         n_msgs = len(plan.append_messages)
+        values: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "set_updated_at": self._db.ts(now),
+            "user_id": user_id,
+            "expected_version": expected_version,
+            "expected_count": plan.expected_count,
+            "n_items": len(plan.add_items),
+        }
         if plan.replace:
-            sets.append(f"message_count = {p.add(n_msgs)}")
+            count = "set"
+            values["set_message_count"] = n_msgs
         elif plan.truncate_from is not None:
-            sets.append(f"message_count = {p.add(plan.truncate_from + n_msgs)}")
+            count = "set"
+            values["set_message_count"] = plan.truncate_from + n_msgs
         elif n_msgs:
-            sets.append(f"message_count = message_count + {p.add(n_msgs)}")
-        if plan.add_items:
-            sets.append(f"next_item_id = next_item_id + {p.add(len(plan.add_items))}")
+            count = "add"
+            values["n_messages"] = n_msgs
+        else:
+            count = ""
         for name, value in plan.scalars.items():
             if name in ("focus_areas", "last_tool_result"):
                 value = jsoncodec.dumps(value)
-            sets.append(f"{name} = {p.add(value)}")
-        sql = f"UPDATE conversation_states SET {', '.join(sets)} WHERE conversation_id = $1"
-        if user_id is not None:
-            sql += OWNER.format(p.add(user_id))
-        if expected_version is not None:
-            sql += f" AND version = {p.add(expected_version)}"
-        if plan.expected_count is not None:
-            # Rewriting from truncate_from must not delete messages appended since the
-            # state was loaded: no row matches then, and the probe raises VersionConflict.
-            sql += f" AND message_count = {p.add(plan.expected_count)}"
-        return sql + " RETURNING version, message_count, next_item_id, user_id, created_at"
+            values["set_" + name] = value
+        shape = (
+            count,
+            bool(plan.add_items),
+            tuple(plan.scalars),
+            user_id is not None,
+            expected_version is not None,
+            plan.expected_count is not None,
+        )
+        return shape, values
 
     async def _append_in_one_statement(
         self,
@@ -347,47 +303,39 @@ class NormalizedBackend(DatabaseBackend):
         expected_version: int | None,
         now: datetime,
     ) -> Sequence[Any] | None:
-        """PostgreSQL: an append-only plan as one statement, the UPDATE's RETURNING
-        feeding the INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four
-        (the per-turn append). None when the UPDATE matched no row."""
-        p = _Params(conversation_id)
-        update = self._update_sql(p, plan, user_id, expected_version, now)
-        if not plan.append_messages:
-            return await tx.fetchrow(update, *p.values)
+        """An append-only plan as one statement, the UPDATE's RETURNING feeding the
+        INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four (the
+        per-turn append). None when the UPDATE matched no row."""
+        shape, values = self._update(conversation_id, plan, user_id, expected_version, now)
         msgs = plan.append_messages
+        if not msgs:
+            update = self._sql.get(_update_state, *shape)
+            return await tx.fetchrow(update.sql, *update.args(values))
         dumps = jsoncodec.dumps
-        n = p.add(len(msgs))
         metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
-        if len(msgs) == 1:
+        one = len(msgs) == 1
+        if one:
             # The per-turn case: plain parameters, cheaper for the server than arrays.
             m = msgs[0]
-            rows = (
-                f"(VALUES ({p.add(m.role)}::text, {p.add(m.content)}::text, "
-                f"{p.add(m.message_type)}::text, {p.add(m.tool_name)}::text, "
-                f"{p.add(m.timestamp)}::timestamptz, {p.add(metadata[0])}::jsonb, 1::bigint))"
+            values.update(
+                new_role=m.role,
+                new_content=m.content,
+                new_message_type=m.message_type,
+                new_tool_name=m.tool_name,
+                new_created_at=m.timestamp,
+                new_metadata=metadata[0],
             )
         else:
-            rows = (
-                f"unnest({p.add([m.role for m in msgs])}::text[], "
-                f"{p.add([m.content for m in msgs])}::text[], "
-                f"{p.add([m.message_type for m in msgs])}::text[], "
-                f"{p.add([m.tool_name for m in msgs])}::text[], "
-                f"{p.add([m.timestamp for m in msgs])}::timestamptz[], "
-                f"{p.add(metadata)}::jsonb[]) WITH ORDINALITY"
+            values.update(
+                new_role=[m.role for m in msgs],
+                new_content=[m.content for m in msgs],
+                new_message_type=[m.message_type for m in msgs],
+                new_tool_name=[m.tool_name for m in msgs],
+                new_created_at=[m.timestamp for m in msgs],
+                new_metadata=metadata,
             )
-        sql = (
-            f"WITH s AS ({update}), m AS (INSERT INTO conversation_messages (conversation_id, "
-            "seq, role, content, message_type, tool_name, created_at, metadata) "
-            f"SELECT $1, s.message_count - {n} + t.i - 1, t.role, t.content, t.message_type, "
-            f"t.tool_name, t.created_at, t.metadata FROM s, {rows} "
-            "AS t(role, content, message_type, tool_name, created_at, metadata, i)) "
-            "SELECT * FROM s"
-        )
-        return await tx.fetchrow(sql, *p.values)
-
-    def _in(self, p: _Params, values: Any) -> str:
-        """SQL testing membership in ``values``, bound as one parameter."""
-        return self._db.any_of(p.add(self._db.list_param(sorted(values))))
+        statement = self._sql.get(_append_messages, one, *shape)
+        return await tx.fetchrow(statement.sql, *statement.args(values))
 
     # -- reads -----------------------------------------------------------------------
 
@@ -711,3 +659,169 @@ def _items_select(
     return statement.order_by(c.relevance_score.desc(), c.item_id).limit(
         sa.bindparam("context_limit")
     )
+
+
+_metadata = tables.memory_metadata
+_TABLES = {table.name: table for table in (_states, _messages_table, _items, _metadata)}
+# The scalar columns a replacing save sets (WritePlan.scalars), in _scalar_values' order.
+_SCALARS = ("user_input", "focus_areas", "step_count", "last_tool_result")
+# What a write of the state row returns.
+_STATE_RETURNING = tuple(
+    _states.c[name]
+    for name in ("version", "message_count", "next_item_id", "user_id", "created_at")
+)
+
+
+def _of_conversation(table: sa.Table) -> sa.ColumnElement[bool]:
+    return table.c.conversation_id == sa.bindparam("conversation_id")
+
+
+def _insert_row(dialect: Dialect, table: str) -> sa.Insert:
+    """An INSERT of one row of ``table``, its values in the table's column order (as
+    the rows ``_write`` builds)."""
+    return sa.insert(_TABLES[table])
+
+
+def _delete_all_of(dialect: Dialect, table: str) -> sa.Delete:
+    """Parameters: conversation_id."""
+    return sa.delete(_TABLES[table]).where(_of_conversation(_TABLES[table]))
+
+
+def _delete_messages_from(dialect: Dialect) -> sa.Delete:
+    """Parameters: conversation_id, the first seq to delete."""
+    m = _messages_table
+    return sa.delete(m).where(_of_conversation(m), m.c.seq >= sa.bindparam("truncate_from"))
+
+
+def _delete_items(dialect: Dialect) -> sa.Delete:
+    """Parameters: conversation_id, the item ids (``list_param``)."""
+    return sa.delete(_items).where(
+        _of_conversation(_items), any_of(_items.c.item_id, "item_ids", dialect)
+    )
+
+
+def _delete_metadata(dialect: Dialect) -> sa.Delete:
+    """Parameters: conversation_id, the keys (``list_param``)."""
+    return sa.delete(_metadata).where(
+        _of_conversation(_metadata), any_of(_metadata.c.key, "keys", dialect)
+    )
+
+
+def _upsert(dialect: Dialect, table: sa.Table) -> Any:
+    """The dialect's INSERT with ON CONFLICT."""
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return insert(table)
+
+
+def _upsert_metadata(dialect: Dialect) -> Any:
+    """Parameters: conversation_id, key, value (the table's order)."""
+    statement = _upsert(dialect, _metadata)
+    return statement.on_conflict_do_update(
+        index_elements=[_metadata.c.conversation_id, _metadata.c.key],
+        set_={"value": statement.excluded.value},
+    )
+
+
+def _insert_state(dialect: Dialect) -> Any:
+    """Create the state row of a replacing save, unless it exists; RETURNING it."""
+    now: sa.BindParameter[Any] = sa.bindparam("now")
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in _SCALARS}
+    values.update(
+        conversation_id=sa.bindparam("conversation_id"),
+        user_id=sa.bindparam("user_id"),
+        version=sa.literal_column("1"),
+        message_count=sa.bindparam("message_count"),
+        next_item_id=sa.bindparam("next_item_id"),
+        created_at=now,
+        updated_at=now,
+    )
+    statement = _upsert(dialect, _states).values(values)
+    return statement.on_conflict_do_nothing(index_elements=[_states.c.conversation_id]).returning(
+        *_STATE_RETURNING
+    )
+
+
+def _probe_state(dialect: Dialect) -> sa.Select[Any]:
+    """Parameters: conversation_id."""
+    return sa.select(_states.c.version, _states.c.user_id).where(_of_conversation(_states))
+
+
+def _update_state(
+    dialect: Dialect,
+    count: str,
+    add_items: bool,
+    scalars: tuple[str, ...],
+    owned: bool,
+    versioned: bool,
+    counted: bool,
+) -> sa.Update:
+    """The UPDATE of a write's state row, RETURNING it: a new version, the message
+    count set (``count == "set"``) or raised (``"add"``), item ids taken, the
+    ``scalars`` set. ``owned``, ``versioned`` and ``counted`` add the conditions the
+    write expects; no row matches when one fails."""
+    s = _states
+    one: sa.ColumnClause[Any] = sa.literal_column("1")
+    values: dict[str, Any] = {
+        "updated_at": sa.bindparam("set_updated_at"),
+        "version": s.c.version + one,
+    }
+    if count == "set":
+        values["message_count"] = sa.bindparam("set_message_count")
+    elif count == "add":
+        values["message_count"] = s.c.message_count + sa.bindparam("n_messages")
+    if add_items:
+        values["next_item_id"] = s.c.next_item_id + sa.bindparam("n_items")
+    for name in scalars:
+        values[name] = sa.bindparam("set_" + name)
+    statement = sa.update(s).values(values).where(_of_conversation(s))
+    if owned:
+        statement = statement.where(_owned_by(s))
+    if versioned:
+        statement = statement.where(s.c.version == sa.bindparam("expected_version"))
+    if counted:
+        # Rewriting from truncate_from must not delete messages appended since the
+        # state was loaded: no row matches then, and the probe raises VersionConflict.
+        statement = statement.where(s.c.message_count == sa.bindparam("expected_count"))
+    return statement.returning(*_STATE_RETURNING)
+
+
+# The columns of an appended message that come from parameters (new_<name>).
+_NEW_MESSAGE = ("role", "content", "message_type", "tool_name", "created_at", "metadata")
+
+
+def _append_messages(dialect: Dialect, one: bool, *update: Any) -> sa.Select[Any]:
+    """PostgreSQL: ``_update_state`` and the INSERT of the appended messages in one
+    statement, the UPDATE's RETURNING giving their seqs (a data-modifying WITH)."""
+    m = _messages_table
+    state = _update_state(dialect, *update).cte("s")
+    new: Any
+    if one:
+        new = sa.select(
+            *(
+                sa.cast(sa.bindparam("new_" + name), cast_type(m.c[name], dialect)).label(name)
+                for name in _NEW_MESSAGE
+            ),
+            sa.literal_column("1").label("i"),
+        ).subquery("t")
+    else:
+        new = (
+            sa.func.unnest(
+                *(
+                    sa.cast(
+                        sa.bindparam("new_" + name),
+                        postgresql.ARRAY(cast_type(m.c[name], dialect)),
+                    )
+                    for name in _NEW_MESSAGE
+                )
+            )
+            .table_valued(*_NEW_MESSAGE, with_ordinality="i")
+            .render_derived(name="t")
+        )
+    first = state.c.message_count - sa.bindparam("n_messages", type_=sa.BigInteger)
+    rows = sa.select(
+        sa.bindparam("conversation_id"),
+        first + new.c.i - sa.literal_column("1"),
+        *(new.c[name] for name in _NEW_MESSAGE),
+    ).select_from(state, new)
+    insert = sa.insert(m).from_select([c.name for c in m.c], rows).cte("m")
+    return sa.select(*state.c).add_cte(insert)

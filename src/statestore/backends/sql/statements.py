@@ -27,6 +27,8 @@ __all__ = [
     "Compiled",
     "Statements",
     "any_of",
+    "bulk_insert",
+    "cast_type",
     "dialect_for",
     "metadata_json",
     "statements_for",
@@ -129,3 +131,35 @@ def metadata_json(conversation_id: sa.BindParameter[Any], dialect: Dialect) -> A
     else:
         rows = sa.func.json_group_array(sa.func.json_array(m.c.key, m.c.value))
     return sa.select(rows).where(m.c.conversation_id == conversation_id).scalar_subquery()
+
+
+def cast_type(column: sa.Column[Any], dialect: Dialect) -> Any:
+    """The type to cast a parameter (or array element) to for ``column``: its own,
+    but strings as TEXT: a cast to VARCHAR(n) would silently cut a longer value,
+    where the column's own assignment refuses it."""
+    if isinstance(column.type.dialect_impl(dialect), sa.String) and not isinstance(
+        column.type.dialect_impl(dialect), sa.Text
+    ):
+        return sa.Text()
+    return column.type
+
+
+def bulk_insert(dialect: Dialect, table: str) -> ClauseElement:
+    """Many rows of ``table`` in the table's column order, by the engine's bulk path
+    (the adapter's ``Tx.copy_rows``): on PostgreSQL one statement with an array per
+    column, on SQLite the one-row INSERT, run by ``executemany``.
+
+    On PostgreSQL the unnests are in the select list, not ``FROM unnest(...)``: there
+    they stream row by row, in step, where a function in FROM first copies its whole
+    result into a tuplestore (which spills to disk past ``work_mem`` for a large
+    save)."""
+    target = tables.metadata.tables[table]
+    if dialect.name != "postgresql":
+        return sa.insert(target)
+    arrays = [
+        sa.func.unnest(
+            sa.cast(sa.bindparam(column.name), postgresql.ARRAY(cast_type(column, dialect)))
+        )
+        for column in target.c
+    ]
+    return sa.insert(target).from_select([c.name for c in target.c], sa.select(*arrays))
