@@ -343,6 +343,7 @@ class PostgresDatabase:
 
     engine = "postgresql"
     dialect = dialect_for("postgresql")
+    writers_take_turns = False
     statements_are_round_trips = True
     # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
     # route a data-modifying INSERT CTE to one shard (set when the store opens).

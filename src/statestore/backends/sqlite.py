@@ -205,6 +205,7 @@ class SqliteDatabase:
 
     engine = "sqlite"
     dialect = dialect_for("sqlite")
+    writers_take_turns = True
     statements_are_round_trips = False
     one_statement_append = False
     metadata_agg = (

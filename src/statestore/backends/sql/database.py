@@ -47,6 +47,9 @@ class Database(Protocol):
     """What the statements are compiled for (``statements.dialect_for(engine)``)."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
+    writers_take_turns: bool
+    """Whether a write transaction excludes every other writer (SQLite's BEGIN
+    IMMEDIATE), so a read-modify-write needs no lock of its own."""
     one_statement_append: bool
     """Whether an append-only write runs as one statement (a data-modifying WITH,
     ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route

@@ -75,7 +75,7 @@ def compile_statement(statement: ClauseElement, dialect: Dialect) -> Compiled:
     fixed = {
         name: bind.value
         for name, bind in compiled.binds.items()
-        if bind.value is not None and not bind.required
+        if name in names and not bind.required
     }
     return Compiled(str(compiled), names, fixed)
 
