@@ -348,12 +348,6 @@ class PostgresDatabase:
     # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
     # route a data-modifying INSERT CTE to one shard (set when the store opens).
     one_statement_append = True
-    # $1 (the conversation id), not a correlated s.conversation_id: Citus routes a
-    # statement to one shard only if every table reference names the id.
-    metadata_agg = (
-        "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
-        "WHERE m.conversation_id = $1)"
-    )
 
     def __init__(
         self,
@@ -583,9 +577,6 @@ class PostgresDatabase:
             # those back naive: give them their UTC back, so they round trip.
             return value.replace(tzinfo=UTC)
         return value
-
-    def any_of(self, param: str) -> str:
-        return f"= ANY({param})"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)

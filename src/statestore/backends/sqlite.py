@@ -31,7 +31,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import random
-import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -52,8 +51,6 @@ from .sql.normalized import NormalizedBackend
 from .sql.statements import dialect_for
 
 __all__ = ["SqliteBackend", "SqliteDatabase", "sqlite_path"]
-
-_PLACEHOLDER = re.compile(r"\$(\d+)")
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -97,17 +94,6 @@ async def _backoff(attempt: int) -> None:
     await asyncio.sleep(min(0.01 * 2**attempt, 1.0) * (1 + random.random()))
 
 
-_converted: dict[str, str] = {}
-
-
-def _sql(sql: str) -> str:
-    """``$1`` → ``?1``, cached: statements are few and reused."""
-    converted = _converted.get(sql)
-    if converted is None:
-        converted = _converted[sql] = _PLACEHOLDER.sub(r"?\1", sql)
-    return converted
-
-
 def _fixed_width(text: str) -> str:
     """orjson's text of a UTC datetime as the stored form, fixed width so that text
     order is time order: ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (orjson leaves out a
@@ -119,20 +105,20 @@ def _fixed_width(text: str) -> str:
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    return conn.execute(_sql(sql), args).fetchall()
+    return conn.execute(sql, args).fetchall()
 
 
 def _fetchrow(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> Row | None:
     # fetchall, not fetchone: an UPDATE ... RETURNING must run to its end.
-    return next(iter(conn.execute(_sql(sql), args).fetchall()), None)
+    return next(iter(conn.execute(sql, args).fetchall()), None)
 
 
 def _execute(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
-    return conn.execute(_sql(sql), args).rowcount
+    return conn.execute(sql, args).rowcount
 
 
 def _executemany(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    conn.executemany(_sql(sql), rows)
+    conn.executemany(sql, rows)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -208,10 +194,6 @@ class SqliteDatabase:
     writers_take_turns = True
     statements_are_round_trips = False
     one_statement_append = False
-    metadata_agg = (
-        "(SELECT json_group_array(json_array(key, value)) FROM memory_metadata m "
-        "WHERE m.conversation_id = s.conversation_id)"
-    )
 
     def __init__(
         self,
@@ -500,9 +482,6 @@ class SqliteDatabase:
 
     def ts_out(self, value: Any) -> datetime:
         return datetime.fromisoformat(value)
-
-    def any_of(self, param: str) -> str:
-        return f"IN (SELECT value FROM json_each({param}))"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return jsoncodec.dumps(list(values))

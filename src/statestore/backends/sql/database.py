@@ -86,14 +86,6 @@ class Database(Protocol):
         """A timestamp column value as an aware UTC datetime."""
         ...
 
-    def any_of(self, param: str) -> str:
-        """SQL testing membership in the list bound to ``param`` (e.g. ``$3``)."""
-        ...
-
     def list_param(self, values: Sequence[Any]) -> Any:
-        """A list as the parameter ``any_of`` expects."""
+        """A list as the parameter ``statements.any_of`` expects."""
         ...
-
-    metadata_agg: str
-    """A scalar subquery giving a conversation's metadata rows as JSON text,
-    ``[[key, "<value JSON text>"], ...]``, or NULL; ``s`` is the conversation row."""
