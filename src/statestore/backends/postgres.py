@@ -57,6 +57,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
 
+from sqlalchemy.engine import make_url
+
 from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
@@ -74,7 +76,7 @@ def asyncpg_dsn(url: str) -> str:
     """The DSN asyncpg takes for a ``postgresql://`` URL (driver suffix removed)."""
     if url_scheme(url) not in ("postgresql", "postgres"):
         raise ValidationError("url", "needs a postgresql:// URL")
-    return "postgresql://" + url.split("://", 1)[1]
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _import_asyncpg() -> Any:

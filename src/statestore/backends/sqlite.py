@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import orjson
+from sqlalchemy.engine import make_url
 
 from ..core import jsoncodec
 from ..core.config import url_scheme
@@ -60,14 +61,20 @@ def sqlite_path(url: str) -> Path:
     """The file a ``sqlite:///`` URL names."""
     if url_scheme(url) != "sqlite":
         raise ValidationError("url", "the sqlite backend needs a sqlite:/// URL")
-    path = url.split("://", 1)[1]
-    if not path.startswith("/") or path in ("/", "/:memory:") or "mode=memory" in path:
+    parsed = make_url(url)
+    database = parsed.database
+    if (
+        parsed.host
+        or not database
+        or database == ":memory:"
+        or parsed.query.get("mode") == "memory"
+    ):
         raise ValidationError(
             "url",
             "needs a file: sqlite:///relative.db or sqlite:////absolute.db "
             "(in-memory databases are not supported)",
         )
-    return Path(path[1:].split("?", 1)[0])
+    return Path(database)
 
 
 def _is_busy(exc: BaseException) -> bool:
