@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import pytest
 
 from ...core.model import AgentState, ContextItem, Message
-from ...core.registry import default_registry
 from ..plugin import BackendTarget
 
 __all__ = [
@@ -54,7 +53,7 @@ def requires(*capabilities: str) -> Callable[[F], F]:
 
 def backend_capabilities(target: BackendTarget) -> frozenset[str]:
     """The capabilities ``target``'s backend declares."""
-    return default_registry().get(target.backend).spec.capabilities
+    return target.backend_spec().capabilities
 
 
 class ContractTest:
