@@ -3,10 +3,20 @@
     async with statestore.open_store("sqlite", url="sqlite:///state.db") as store:
         await store.save_state("conv-1", AgentState(user_input="hi"))
 
-See the README for backends, configuration and writing a backend of your own.
+See the README for backends, configuration and writing a backend of your own: a
+backend implements ``StorageBackend`` (``core/backend.py``) and users hold a ``Store``
+over it (``core/store.py``).
 """
 
-from .core.backend import ConversationInfo, SaveResult, StorageBackend
+from .core.backend import (
+    Capability,
+    ConversationInfo,
+    SaveResult,
+    StorageBackend,
+    StoredView,
+    WritePlan,
+    WriteResult,
+)
 from .core.errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -21,12 +31,14 @@ from .core.hookspecs import BackendSpec, hookimpl
 from .core.model import AgentState, ContextItem, Message
 from .core.query import UNSET, LoadOptions, StatePatch
 from .core.registry import BackendInfo, Registry, default_registry, open_store
+from .core.store import Store
 
 __version__ = "0.1.0"
 
 __all__ = [
     # opening a store
     "open_store",
+    "Store",
     "Registry",
     "default_registry",
     "BackendInfo",
@@ -39,10 +51,14 @@ __all__ = [
     "LoadOptions",
     "StatePatch",
     "UNSET",
-    # the protocol
-    "StorageBackend",
     "SaveResult",
     "ConversationInfo",
+    # writing a backend
+    "StorageBackend",
+    "Capability",
+    "StoredView",
+    "WritePlan",
+    "WriteResult",
     # errors
     "StateStoreError",
     "ValidationError",

@@ -43,7 +43,7 @@ class Recorder:
         self.events.append((operation, conversation_id, reason))
 
 
-def _dual(url: str, recorder: Recorder | None = None, **options: Any) -> DualBackend:
+def _dual(url: str, recorder: Recorder | None = None, **options: Any) -> statestore.Store:
     # The built-in backends only, registered by hand as a host application may do.
     registry = statestore.Registry()
     for module in (sqlite_backend, postgres_backend, legacy_blob, dual):
@@ -51,7 +51,7 @@ def _dual(url: str, recorder: Recorder | None = None, **options: Any) -> DualBac
     if recorder is not None:
         registry.register(recorder)
     store = registry.open_store("dual", url, **options)
-    assert isinstance(store, DualBackend)
+    assert isinstance(store.backend, DualBackend)
     return store
 
 
@@ -62,7 +62,7 @@ def engine_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(fixture))
 
 
-async def _same_on_both(store: DualBackend, conversation_id: str) -> None:
+async def _same_on_both(store: statestore.Store, conversation_id: str) -> None:
     a = await store.primary.load_state(conversation_id)
     b = await store.shadow.load_state(conversation_id)
     assert (a.user_id, a.to_dict()) == (b.user_id, b.to_dict())

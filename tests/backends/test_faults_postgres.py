@@ -13,7 +13,7 @@ import fcntl
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +378,260 @@ async def test_corrupt_legacy_blob_is_corrupt_state(
         assert await store.delete_state(cid)
         with pytest.raises(ConversationNotFound):
             await store.load_state(cid)
+
+
+# -- every call returns, wherever its connection is lost (issue 9) --------------------
+
+# Only the detector of a hang, far above what any call here takes: a call that has
+# not returned by then has hung (before the fix, a save killed during COPY sat for
+# minutes with nothing left to wake it).
+HANG = 120.0
+BIG_TEXT = "x" * 3_000
+N_ROWS = 2_000
+
+
+async def returns(call: Coroutine[Any, Any, Any]) -> Any:
+    """``await call``, failing the test if it does not return within HANG seconds."""
+    try:
+        return await asyncio.wait_for(call, HANG)
+    except TimeoutError:
+        raise AssertionError(f"the call did not return within {HANG}s: it hung") from None
+
+
+@contextlib.asynccontextmanager
+async def sleeping_trigger(
+    admin: Any, table: str, when: str, *, at_commit: bool = False
+) -> AsyncIterator[None]:
+    """A trigger on ``table`` that sleeps for the rows matching ``when`` (SQL on
+    NEW), so that a test can terminate the backend at exactly that moment: before
+    such a row is inserted, or, ``at_commit``, during the COMMIT (where a deferred
+    constraint trigger runs)."""
+    tag = uuid.uuid4().hex[:8]
+    fn, trigger = f"sleep_{tag}", f"trg_sleep_{tag}"
+    await admin.execute(
+        f"CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_sleep(60); RETURN NEW; END $$"
+    )
+    if at_commit:
+        await admin.execute(
+            f"CREATE CONSTRAINT TRIGGER {trigger} AFTER INSERT OR UPDATE ON {table} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {fn}()"
+        )
+    else:
+        await admin.execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT ON {table} FOR EACH ROW WHEN ({when}) "
+            f"EXECUTE FUNCTION {fn}()"
+        )
+    try:
+        yield
+    finally:
+        await admin.execute(f"DROP TRIGGER {trigger} ON {table}")
+        await admin.execute(f"DROP FUNCTION {fn}()")
+
+
+async def terminate_sleeper(admin: Any) -> str:
+    """Terminate the session of this database that sleeps in a trigger; its query."""
+    for _ in range(3000):  # polls; the bound only keeps a broken test from hanging
+        row = await admin.fetchrow(
+            "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event = 'PgSleep' AND pid <> pg_backend_pid() LIMIT 1"
+        )
+        if row is not None:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
+            return str(row["query"])
+        await asyncio.sleep(0.01)
+    raise AssertionError("the call never reached the trigger")
+
+
+async def terminate_all(admin: Any) -> int:
+    """Terminate every other session of this database (the store's); how many."""
+    killed: int = await admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return killed
+
+
+def history(tag: str, n: int) -> list[Message]:
+    return [Message("user", f"{tag} {i} {BIG_TEXT}") for i in range(n)]
+
+
+def contents(state: AgentState) -> tuple[Any, ...]:
+    """What a write changes, comparable across loads (no timestamps)."""
+    return (
+        state.user_input,
+        [m.content for m in state.conversation_history],
+        [c.content for c in state.memory_context],
+        state.metadata,
+    )
+
+
+# Each write: (the call, not started; what it stores if applied; the table of its
+# bulk insert; SQL on NEW matching its first and its last row there).
+Write = tuple[Coroutine[Any, Any, Any], tuple[Any, ...], str, str, str]
+
+
+def content_is(prefix: str) -> str:
+    return f"NEW.content LIKE '{prefix} %'"
+
+
+async def _whole_save(store: Any, cid: str) -> Write:
+    await store.save_state(
+        cid, AgentState(user_input="old", conversation_history=history("old", 9))
+    )
+    new = AgentState(user_input="new", conversation_history=history("new", N_ROWS))
+    return (
+        store.save_state(cid, new),
+        contents(new),
+        "conversation_messages",
+        content_is("new 0"),
+        content_is(f"new {N_ROWS - 1}"),
+    )
+
+
+async def _history_rewrite(store: Any, cid: str) -> Write:
+    old = AgentState(user_input="old", conversation_history=history("old", N_ROWS + 500))
+    await store.save_state(cid, old)
+    state = await store.load_state(cid, statestore.LoadOptions(last_messages=N_ROWS))
+    state.conversation_history = history("rew", N_ROWS)  # the loaded tail, rewritten
+    state.user_input = "new"
+    new = AgentState(
+        user_input="new",
+        conversation_history=old.conversation_history[:500] + history("rew", N_ROWS),
+    )
+    return (
+        store.save_state(cid, state),
+        contents(new),
+        "conversation_messages",
+        content_is("rew 0"),
+        content_is(f"rew {N_ROWS - 1}"),
+    )
+
+
+async def _many_items(store: Any, cid: str) -> Write:
+    await store.save_state(cid, AgentState(user_input="old", memory_context=[ContextItem("old")]))
+    items = [ContextItem(f"item {i} {BIG_TEXT}", relevance_score=0.5) for i in range(N_ROWS)]
+    new = AgentState(user_input="new", memory_context=[ContextItem("old"), *items])
+    call = store.update_state(cid, StatePatch(add_context=items, user_input="new"))
+    table = "memory_context_items"
+    return call, contents(new), table, content_is("item 0"), content_is(f"item {N_ROWS - 1}")
+
+
+async def _many_metadata_keys(store: Any, cid: str) -> Write:
+    """Metadata too big for one batch of asyncpg's executemany (which, like COPY,
+    waits for the socket to drain between batches)."""
+    await store.save_state(cid, AgentState(user_input="old", metadata={"k0": "old"}))
+    metadata = {f"k{i}": f"{i} {BIG_TEXT}" for i in range(300)}
+    new = AgentState(user_input="new", metadata=metadata)
+    call = store.update_state(cid, StatePatch(set_metadata=metadata, user_input="new"))
+    return call, contents(new), "memory_metadata", "NEW.key = 'k0'", "NEW.key = 'k299'"
+
+
+WRITES = {
+    "whole save": _whole_save,
+    "history rewrite": _history_rewrite,
+    "many items": _many_items,
+    "many metadata keys": _many_metadata_keys,
+}
+
+
+@pytest.mark.parametrize("moment", ["idle", "first row", "last row", "commit"])
+@pytest.mark.parametrize("write", sorted(WRITES))
+async def test_every_write_returns_wherever_the_connection_dies(
+    postgres_url: str, admin: Any, write: str, moment: str
+) -> None:
+    """A large write whose backend is terminated while idle just before it, before the
+    first or the last row of its bulk insert, or during its COMMIT: the call returns
+    (success, or BackendUnavailable naming the lost connection), the conversation is
+    wholly old or wholly new, and the same store serves the next calls on the first
+    try. Killed while idle, nothing of the write had been sent, so it succeeds."""
+    cid = new_id("returns")
+    async with statestore.open_store("postgres", postgres_url, pool_size=2) as store:
+        call, new, table, first, last = await WRITES[write](store, cid)
+        old = contents(await store.load_state(cid))
+        if moment == "idle":
+            assert await terminate_all(admin) >= 1
+            await returns(call)
+            assert contents(await store.load_state(cid)) == new
+        else:
+            if moment == "commit":
+                trigger = sleeping_trigger(
+                    admin, "conversation_states", f"NEW.conversation_id = '{cid}'", at_commit=True
+                )
+            else:
+                trigger = sleeping_trigger(admin, table, first if moment == "first row" else last)
+            async with trigger:
+                task = asyncio.create_task(returns(call))
+                query = await terminate_sleeper(admin)
+                with pytest.raises(BackendUnavailable) as info:
+                    await task
+            message = str(info.value)
+            assert "PostgreSQL" in message and ("connection" in message or "terminat" in message)
+            if moment == "commit":
+                assert query.rstrip(";") == "COMMIT" and "during COMMIT" in message
+            after = contents(await store.load_state(cid))  # the first try
+            assert after in (old, new)
+            if moment != "commit":
+                assert after == old  # killed before its COMMIT: nothing of it remains
+        await store.update_state(cid, StatePatch(step_count=7))  # the first try
+        assert (await store.load_state(cid)).step_count == 7
+
+
+async def test_big_save_killed_early_returns(postgres_url: str, admin: Any) -> None:
+    """Issue 9 as reported: a save of 20,000 messages of 3,000 characters (60 MB) whose
+    backend is terminated 0.05-0.15 s after the call started, several times: every
+    call returns (it used to hang forever inside COPY in about one try of four),
+    the conversation is wholly old or wholly new, and the store goes on."""
+    cid = new_id("big")
+    big = AgentState(user_input="new", conversation_history=[Message("user", BIG_TEXT)] * 20_000)
+    async with statestore.open_store("postgres", postgres_url) as store:
+        await store.save_state(cid, AgentState(user_input="old"))
+        for attempt in range(4):
+            window = statestore.LoadOptions(last_messages=1)
+            before = await store.load_state(cid, window)
+            task = asyncio.create_task(returns(store.save_state(cid, big)))
+            await asyncio.sleep(0.05 + 0.1 * attempt / 3)
+            await terminate_all(admin)
+            try:
+                await task
+            except BackendUnavailable as exc:
+                assert "PostgreSQL" in str(exc)
+            after = await store.load_state(cid, window)  # the first try
+            assert (after.user_input, after.history_total) in (
+                (before.user_input, before.history_total),
+                ("new", 20_000),
+            )
+
+
+async def test_reads_return_wherever_the_connection_dies(postgres_url: str, admin: Any) -> None:
+    """Loads of a large conversation whose backend is terminated while idle or at
+    moments during the transfer: each call returns, and returns the whole stored
+    state or BackendUnavailable (a read that met a dead connection ran once more on
+    another, so it almost always succeeds); the next call succeeds on the first try."""
+    cid = new_id("reads")
+    saved = AgentState(user_input="kept", conversation_history=history("m", 5_000))
+    async with statestore.open_store("postgres", postgres_url, pool_size=2) as store:
+        await store.save_state(cid, saved)
+        await store.load_state(cid)
+        assert await terminate_all(admin) >= 1  # killed while idle: never surfaces
+        assert contents(await returns(store.load_state(cid))) == contents(saved)
+        outcomes = []
+        for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.2):
+            task = asyncio.create_task(returns(store.load_state(cid)))
+            await asyncio.sleep(delay)
+            await terminate_all(admin)
+            try:
+                loaded = await task
+            except BackendUnavailable as exc:
+                assert "PostgreSQL" in str(exc)
+                outcomes.append("unavailable")
+            else:
+                assert contents(loaded) == contents(saved)
+                outcomes.append("ok")
+            assert contents(await store.load_state(cid)) == contents(saved)  # the first try
+            listed = await store.list_conversations(limit=10_000)
+            assert cid in {c.conversation_id for c in listed}
+        assert "ok" in outcomes
 
 
 # -- the server restarted under an open store ----------------------------------------

@@ -185,3 +185,45 @@ async def test_missing_database_hides_password(postgres_url: str) -> None:
             pass
     assert "does not exist" in str(caught.value)
     assert "s3cr3t-pw" not in str(caught.value)
+
+
+async def test_store_over_an_application_pool(postgres_url: str) -> None:
+    """open_store("postgres", pool=...) takes its connections from the application's
+    asyncpg pool, needs no URL, and leaves the pool open and working when it closes."""
+    import asyncpg
+
+    pool = await asyncpg.create_pool(postgres_url, min_size=0, max_size=2)
+    try:
+        async with statestore.open_store("postgres", pool=pool) as store:
+            cid = f"pool-{uuid.uuid4().hex[:8]}"
+            state = _state()
+            await store.save_state(cid, state)
+            assert (await store.load_state(cid)).to_dict() == state.to_dict()
+            assert "application's asyncpg pool" in repr(store)
+        assert not pool.is_closing()
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM conversation_states WHERE conversation_id = $1", cid
+            )
+            == 1
+        )
+    finally:
+        await pool.close()
+
+
+async def test_pool_option_is_checked_before_any_io(postgres_url: str) -> None:
+    """A pool that is not an asyncpg.Pool, migrate=True with a pool and no URL, and
+    no URL and no pool at all are ValidationErrors naming the option."""
+    import asyncpg
+
+    with pytest.raises(statestore.ValidationError, match="pool"):
+        statestore.open_store("postgres", pool=object())
+    with pytest.raises(statestore.ValidationError, match="url"):
+        statestore.open_store("postgres")
+    pool = await asyncpg.create_pool(postgres_url, min_size=0, max_size=1)
+    try:
+        with pytest.raises(statestore.ValidationError, match="migrate"):
+            async with statestore.open_store("postgres", pool=pool, migrate=True):
+                pass
+    finally:
+        await pool.close()

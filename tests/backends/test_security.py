@@ -23,15 +23,15 @@ from statestore import (
     SchemaOutOfDate,
     StatePatch,
     StateStoreError,
+    Store,
 )
 from statestore.backends.sql import migrate
 from statestore.cli import main as cli_main
-from statestore.core.backend import StorageBackend
 
 # -- ownership -------------------------------------------------------------------------
 
 
-async def test_wrong_user_is_refused_by_every_operation(store: StorageBackend) -> None:
+async def test_wrong_user_is_refused_by_every_operation(store: Store) -> None:
     """Every operation naming another user than the owner: not found, nothing
     written, nothing listed, and no error message carries the owner's data."""
     cid, owner, intruder = f"own-{uuid.uuid4().hex[:8]}", "alice", "mallory"
@@ -65,7 +65,7 @@ async def test_wrong_user_is_refused_by_every_operation(store: StorageBackend) -
     assert (stored.version, stored.user_input, stored.history_total) == (1, secret, 1)
 
 
-async def test_ownership_holds_while_a_conversation_changes_hands(store: StorageBackend) -> None:
+async def test_ownership_holds_while_a_conversation_changes_hands(store: Store) -> None:
     """Two users keep deleting and re-creating the same conversation id while both
     keep reading and appending to it: each only ever sees or changes their own
     conversation, which a check made in a separate statement could not guarantee."""
@@ -260,7 +260,7 @@ async def least_privilege(postgres_url: str) -> AsyncIterator[tuple[str, str, st
         await admin.close()
 
 
-async def _workload(store: StorageBackend) -> None:
+async def _workload(store: Store) -> None:
     """Everything the library does at run time."""
     cid = f"lp-{uuid.uuid4().hex[:8]}"
     state = AgentState(

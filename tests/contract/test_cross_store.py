@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from statestore import AgentState, LoadOptions, StorageBackend
+from statestore import AgentState, LoadOptions, Store
 from statestore.testing.contract._support import item, message, rich_state
 from statestore.testing.plugin import BackendTarget, backend_targets, open_target
 
@@ -29,7 +29,7 @@ async def test_state_from_another_store_is_copied_whole(
         ]
     )
     async with open_target(target, urls[0]) as a, open_target(target, urls[1]) as b:
-        stores: tuple[StorageBackend, StorageBackend] = (a, b)
+        stores: tuple[Store, Store] = (a, b)
         await stores[0].save_state("c", rich_state())
         state = await stores[0].load_state("c")
         state.conversation_history.append(message(99))

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from statestore import AgentState, LoadOptions, StatePatch, StorageBackend
-from statestore.core.registry import default_registry
+from statestore import AgentState, Capability, LoadOptions, StatePatch, Store
 from statestore.testing.contract._support import item, message, rich_state
 from statestore.testing.contract.loading import CONTEXT_OPTIONS, MESSAGE_OPTIONS
 from statestore.testing.plugin import backend_targets, open_target
 
 
-async def _script(store: StorageBackend, cid: str) -> None:
+async def _script(store: Store, cid: str) -> None:
     """Saves, patches, windowed and filtered edits, a removal and a replace."""
     await store.save_state(cid, rich_state())
     loaded = await store.load_state(cid)
@@ -62,13 +61,13 @@ async def test_every_backend_gives_the_same_answers(postgres_url: str, tmp_path:
     """The same writes on every backend, then every LoadOptions: equal answers."""
     answers: dict[str, list[dict[str, Any]]] = {}
     for target in backend_targets():
-        stable = "stable_item_ids" in default_registry().get(target.backend).spec.capabilities
         url = {
             "postgresql": postgres_url,
             "sqlite": f"sqlite:///{tmp_path}/{target.backend}.db",
             None: None,
         }[target.engine]
         async with open_target(target, url) as store:
+            stable = Capability.STABLE_ITEM_IDS in store.capabilities
             cid = f"same-answers-{target.id}-{id(answers)}"
             await _script(store, cid)
             answers[target.id] = [

@@ -9,7 +9,7 @@ import pytest
 
 import statestore
 from statestore import AgentState, Message, StatePatch
-from statestore.tools.compare import describe_difference
+from statestore.core.compare import describe_difference
 from statestore.tools.copy import CopyStats, Problem, copy_conversations, verify_stores
 
 from .conftest import CORRUPT_IDS, assert_arrived, build_legacy, raw_insert

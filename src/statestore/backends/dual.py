@@ -28,9 +28,9 @@ the newest state, and writes that arrive while a mirror waits its turn share it.
 Versions, item ids, created_at and updated_at are each side's own; owner and content
 are equal. ``list_conversations`` comes from the primary.
 
-Observability: the dual backend reports each of its operations under the name
-``dual`` (writes count one row: the conversation), and its two sides report theirs
-under their own names.
+Observability: the Store over the dual backend reports each operation under the
+name ``dual``; its two sides are backends it drives directly, not stores, so they
+report nothing of their own.
 """
 
 from __future__ import annotations
@@ -41,25 +41,30 @@ import hashlib
 import logging
 import os
 import random
-import time
-from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
 
-from ..core.backend import ConversationInfo, SaveResult, StorageBackend
+from ..core import jsoncodec
+from ..core.backend import (
+    Capability,
+    ConversationInfo,
+    StorageBackend,
+    StoredView,
+    WritePlan,
+    WriteResult,
+)
+from ..core.compare import describe_difference
 from ..core.config import backend_for_url, mask_url
-from ..core.errors import ConversationNotFound, StateStoreError, ValidationError
+from ..core.errors import StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
-from ..core.model import AgentState
-from ..core.observe import Observer
-from ..core.query import LoadOptions, StatePatch
-from ..tools.compare import describe_difference, fresh_copy
+from ..core.query import LoadOptions
+from ..core.store import Store
 
 __all__ = ["DualBackend", "split_target"]
 
 logger = logging.getLogger("statestore.dual")
 
-_DEFAULT_OPTIONS = LoadOptions()
+_WHOLE = LoadOptions()
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -105,63 +110,77 @@ class DualBackend:
         compare_reads: float = 0.0,
         rollout_percent: float | None = None,
         rollout_prefixes: tuple[str, ...] = (),
-        observer: Observer | None = None,
+        hook: Any = None,
     ) -> None:
+        """``primary``, ``shadow``: unopened backends; ``hook``: the pluggy hook relay
+        ``statestore_shadow_mismatch`` is called on (``Registry.hook``), or None."""
         if not 0.0 <= compare_reads <= 1.0:
             raise ValidationError("compare_reads", "must be between 0 and 1")
         if rollout_percent is None:
             rollout_percent = 0.0 if rollout_prefixes else 100.0
         if not 0.0 <= rollout_percent <= 100.0:
             raise ValidationError("rollout_percent", "must be between 0 and 100")
-        self.primary = primary
-        self.shadow = shadow
+        self.primary_backend = primary
+        self.shadow_backend = shadow
         self.strict = strict
         self.compare_reads = compare_reads
         self.rollout_percent = rollout_percent
         self.rollout_prefixes = tuple(rollout_prefixes)
-        self._observer = observer or Observer(self.name)
+        self._hook = hook
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._queued: dict[str, asyncio.Future[Exception | None]] = {}
 
     def __repr__(self) -> str:
-        return f"<DualBackend primary={self.primary!r} shadow={self.shadow!r}>"
+        return f"<DualBackend primary={self.primary_backend!r} shadow={self.shadow_backend!r}>"
 
-    async def __aenter__(self) -> Self:
-        await self.primary.__aenter__()
+    @property
+    def primary(self) -> Store:
+        """The primary side as a store of its own (to read or repair it directly)."""
+        return Store(self.primary_backend)
+
+    @property
+    def shadow(self) -> Store:
+        """The shadow side as a store of its own (to read or repair it directly)."""
+        return Store(self.shadow_backend)
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The primary's, except incremental writes: the follower is rewritten whole."""
+        return self.primary_backend.capabilities - {Capability.INCREMENTAL_WRITES}
+
+    @property
+    def data_key(self) -> str:
+        """Both sides' data."""
+        return f"dual {self.primary_backend.data_key} | {self.shadow_backend.data_key}"
+
+    async def open(self) -> None:
+        """Open both sides (neither stays open if the other fails)."""
+        await self.primary_backend.open()
         try:
-            await self.shadow.__aenter__()
+            await self.shadow_backend.open()
         except BaseException:
-            await self.primary.close()
+            await self.primary_backend.close()
             raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         try:
-            await self.primary.close()
+            await self.primary_backend.close()
         finally:
-            await self.shadow.close()
+            await self.shadow_backend.close()
 
     def _sides(self, conversation_id: str) -> tuple[StorageBackend, StorageBackend]:
         """(serving side, following side) for one conversation."""
         if not isinstance(conversation_id, str) or in_rollout(
             conversation_id, self.rollout_percent, self.rollout_prefixes
         ):
-            return self.primary, self.shadow
-        return self.shadow, self.primary
+            return self.primary_backend, self.shadow_backend
+        return self.shadow_backend, self.primary_backend
 
     # -- reporting -----------------------------------------------------------------------
 
     def _report(self, operation: str, conversation_id: str | None, reason: str) -> None:
         logger.warning("dual: shadow mismatch on %s of %r: %s", operation, conversation_id, reason)
-        hook = self._observer.hook
+        hook = self._hook
         if hook is not None:
             hook.statestore_shadow_mismatch(
                 backend=self.name,
@@ -238,105 +257,88 @@ class DualBackend:
     async def _copy_over(
         self, conversation_id: str, source: StorageBackend, follower: StorageBackend
     ) -> None:
-        try:
-            whole = await source.load_state(conversation_id)
-        except ConversationNotFound:  # deleted meanwhile
-            await follower.delete_state(conversation_id)
+        whole = await source.read(conversation_id, _WHOLE, user_id=None)
+        if whole is None:  # deleted meanwhile
+            await follower.delete(conversation_id, user_id=None)
             return
-        await follower.save_state(conversation_id, fresh_copy(whole), user_id=whole.user_id)
+        await follower.write(conversation_id, _replacing(whole), user_id=whole.user_id)
 
     # -- the protocol --------------------------------------------------------------------
 
-    async def save_state(
-        self,
-        conversation_id: str,
-        state: AgentState,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
+    async def write(
+        self, conversation_id: str, plan: WritePlan, *, user_id: str | None
+    ) -> WriteResult:
+        """Write on the serving side, then make the follower hold the same."""
         serving, follower = self._sides(conversation_id)
-        result = await serving.save_state(
-            conversation_id, state, user_id=user_id, expected_version=expected_version
-        )
-        await self._mirror("save_state", result.conversation_id, serving, follower)
-        self._observer.done("save_state", result.conversation_id, started, 1)
-        return result
+        written = await serving.write(conversation_id, plan, user_id=user_id)
+        await self._mirror(plan.operation, conversation_id, serving, follower)
+        return written
 
-    async def update_state(
-        self,
-        conversation_id: str,
-        patch: StatePatch,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
+    async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
+        """Delete on the serving side, then on the follower."""
         serving, follower = self._sides(conversation_id)
-        result = await serving.update_state(
-            conversation_id, patch, user_id=user_id, expected_version=expected_version
-        )
-        await self._mirror("update_state", result.conversation_id, serving, follower)
-        self._observer.done("update_state", result.conversation_id, started, 1)
-        return result
-
-    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
-        started = time.perf_counter()
-        serving, follower = self._sides(conversation_id)
-        deleted = await serving.delete_state(conversation_id, user_id=user_id)
+        deleted = await serving.delete(conversation_id, user_id=user_id)
         if deleted:
             try:
                 async with self._one_at_a_time(conversation_id):
-                    await follower.delete_state(conversation_id)
+                    await follower.delete(conversation_id, user_id=None)
             except Exception as exc:
                 self._follower_failed("delete_state", conversation_id, follower, exc)
-        self._observer.done("delete_state", conversation_id, started, int(deleted))
         return deleted
 
-    async def load_state(
-        self,
-        conversation_id: str,
-        options: LoadOptions = _DEFAULT_OPTIONS,
-        *,
-        user_id: str | None = None,
-    ) -> AgentState:
-        started = time.perf_counter()
+    async def read(
+        self, conversation_id: str, options: LoadOptions, *, user_id: str | None
+    ) -> StoredView | None:
+        """Read from the serving side; compare with the follower when sampled."""
         serving, follower = self._sides(conversation_id)
-        state = await serving.load_state(conversation_id, options, user_id=user_id)
-        if self.compare_reads and random.random() < self.compare_reads:
-            await self._compare(conversation_id, options, user_id, state, follower)
-        rows = 1 + len(state.conversation_history) + len(state.memory_context)
-        self._observer.done("load_state", conversation_id, started, rows)
-        return state
+        view = await serving.read(conversation_id, options, user_id=user_id)
+        if view is not None and self.compare_reads and random.random() < self.compare_reads:
+            await self._compare(conversation_id, options, user_id, view, follower)
+        return view
 
     async def _compare(
         self,
         conversation_id: str,
         options: LoadOptions,
         user_id: str | None,
-        state: AgentState,
+        view: StoredView,
         follower: StorageBackend,
     ) -> None:
         try:
-            other = await follower.load_state(conversation_id, options, user_id=user_id)
-        except ConversationNotFound:
-            self._report("load_state", conversation_id, f"missing on {follower.name}")
-            return
+            other = await follower.read(conversation_id, options, user_id=user_id)
         except Exception as exc:
             self._follower_failed("load_state", conversation_id, follower, exc)
             return
-        difference = describe_difference(state, other)
+        if other is None:
+            self._report("load_state", conversation_id, f"missing on {follower.name}")
+            return
+        difference = describe_difference(view, other)
         if difference is not None:
             self._report("load_state", conversation_id, f"{follower.name} differs: {difference}")
 
     async def list_conversations(
-        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
-    ) -> list[ConversationInfo]:
-        started = time.perf_counter()
-        result = await self.primary.list_conversations(user_id=user_id, limit=limit, after=after)
-        self._observer.done("list_conversations", None, started, len(result))
-        return result
+        self, *, user_id: str | None, limit: int, after: str | None
+    ) -> Sequence[ConversationInfo]:
+        """The primary's list."""
+        return await self.primary_backend.list_conversations(
+            user_id=user_id, limit=limit, after=after
+        )
+
+
+def _replacing(view: StoredView) -> WritePlan:
+    """A plan that makes a conversation hold exactly ``view``'s content."""
+    return WritePlan(
+        replace=True,
+        scalars={
+            "user_input": view.user_input,
+            "focus_areas": view.focus_areas,
+            "step_count": view.step_count,
+            "last_tool_result": view.last_tool_result,
+        },
+        append_messages=view.messages,
+        add_items=view.items,
+        set_metadata={k: jsoncodec.dumps(v) for k, v in view.metadata.items()},
+    )
 
 
 def _option(options: dict[str, Any], key: str) -> Any:
@@ -358,7 +360,6 @@ def _factory(
     url: str | None,
     *,
     migrate: bool | None = None,
-    observer: Observer | None = None,
     registry: Any = None,
     **options: Any,
 ) -> DualBackend:
@@ -386,13 +387,13 @@ def _factory(
     if isinstance(strict, str):
         strict = strict.strip().lower() in _TRUE
     return DualBackend(
-        registry.open_store(primary_name, primary_url, migrate=migrate),
-        registry.open_store(shadow_name, shadow_url, migrate=migrate),
+        registry.open_backend(primary_name, primary_url, migrate=migrate),
+        registry.open_backend(shadow_name, shadow_url, migrate=migrate),
         strict=bool(strict),
         compare_reads=compare_reads or 0.0,
         rollout_percent=percent,
         rollout_prefixes=tuple(prefixes or ()),
-        observer=observer,
+        hook=registry.hook,
     )
 
 
@@ -405,8 +406,5 @@ def statestore_register_backends() -> list[BackendSpec]:
             description="a primary and a shadow written together, reads from the primary "
             "(parallel run and rollback of a move off legacy-blob)",
             url_schemes=("sqlite", "postgresql"),
-            # As configured by a URL alone (a normalized primary). Not incremental: the
-            # shadow is rewritten whole on every write.
-            capabilities=frozenset({"persistent", "stable_item_ids"}),
         )
     ]

@@ -15,40 +15,20 @@ shift after a removal.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from ..core import jsoncodec
-from ..core.backend import ConversationInfo, SaveResult
-from ..core.changes import (
-    WritePlan,
-    after_save,
-    apply_plan,
-    check_truncate,
-    plan_patch,
-    plan_save,
-    view_of,
-)
+from ..core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
 from ..core.config import backend_for_url
-from ..core.errors import (
-    ConversationNotFound,
-    CorruptState,
-    ValidationError,
-    VersionConflict,
-)
+from ..core.errors import ConversationNotFound, CorruptState, VersionConflict
 from ..core.hookspecs import BackendSpec, hookimpl
 from ..core.model import AgentState
-from ..core.observe import Observer
-from ..core.query import LoadOptions, StatePatch
-from ..core.validation import check_int, check_optional_id
+from ..core.query import LoadOptions
 from .sql.base import DatabaseBackend
 from .sql.database import Database, Tx
-from .sql.normalized import check_call
 
 __all__ = ["LegacyBlobBackend"]
-
-_DEFAULT_OPTIONS = LoadOptions()
 
 # The newest document of a conversation, its snapshot count and first save time.
 _NEWEST = (
@@ -88,16 +68,12 @@ class LegacyBlobBackend(DatabaseBackend):
     """The one-JSON-document-per-save layout (see the module docstring)."""
 
     name: ClassVar[str] = "legacy-blob"
+    # Not stable item ids (they are positions), not incremental (a whole document per
+    # write).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.PERSISTENT})
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        migrate: bool | None = None,
-        observer: Observer | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(open_database(url, **options), migrate=migrate, observer=observer)
+    def __init__(self, url: str, *, migrate: bool | None = None, **options: Any) -> None:
+        super().__init__(open_database(url, **options), migrate=migrate)
 
     async def _newest(
         self, tx: Tx, conversation_id: str, user_id: str | None
@@ -113,96 +89,49 @@ class LegacyBlobBackend(DatabaseBackend):
         state = parse_document(conversation_id, content)
         return owner, state, self._db.ts_out(updated_at), count, self._db.ts_out(first_at)
 
-    async def load_state(
-        self,
-        conversation_id: str,
-        options: LoadOptions = _DEFAULT_OPTIONS,
-        *,
-        user_id: str | None = None,
-    ) -> AgentState:
-        started = time.perf_counter()
-        conversation_id, user_id, _ = check_call(conversation_id, user_id)
-        if not isinstance(options, LoadOptions):
-            raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
+    async def read(
+        self, conversation_id: str, options: LoadOptions, *, user_id: str | None
+    ) -> StoredView | None:
+        """The newest document, filtered in Python as ``options`` say."""
         newest = await self._db.run(
             lambda tx: self._newest(tx, conversation_id, user_id), write=False
         )
         if newest is None:
-            raise ConversationNotFound(conversation_id)
+            return None
         owner, whole, updated_at, version, created_at = newest
-        state = view_of(
+        return StoredView.select(
             whole,
             options,
-            conversation_id=conversation_id,
             user_id=owner,
             version=version,
             created_at=created_at,
             updated_at=updated_at,
-            store=self._store_key,
         )
-        self._observer.done("load_state", conversation_id, started, 1)
-        return state
 
-    async def save_state(
-        self,
-        conversation_id: str,
-        state: AgentState,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id, user_id, expected_version = check_call(
-            conversation_id, user_id, expected_version
-        )
-        plan = plan_save(state, conversation_id, self._store_key)
-        new, owner, version, created_at, now = await self._write(
-            conversation_id, plan, user_id, expected_version
-        )
-        n_new = len(plan.append_messages)
-        after_save(
-            state,
-            conversation_id,
-            plan,
-            first_seq=len(new.conversation_history) - n_new,
-            first_item_id=len(new.memory_context) - len(plan.add_items),
+    async def write(
+        self, conversation_id: str, plan: WritePlan, *, user_id: str | None
+    ) -> WriteResult:
+        """Read the newest document, apply ``plan`` to it, insert the result."""
+        new, owner, version, created_at, now = await self._write(conversation_id, plan, user_id)
+        n_messages = len(new.conversation_history)
+        return WriteResult(
             version=version,
-            message_count=len(new.conversation_history),
+            message_count=n_messages,
             user_id=owner,
             created_at=created_at,
             updated_at=now,
-            store=self._store_key,
+            first_seq=n_messages - len(plan.append_messages),
+            first_item_id=len(new.memory_context) - len(plan.add_items),
         )
-        self._observer.done("save_state", conversation_id, started, 1)
-        return SaveResult(conversation_id, version, len(new.conversation_history), now)
-
-    async def update_state(
-        self,
-        conversation_id: str,
-        patch: StatePatch,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id, user_id, expected_version = check_call(
-            conversation_id, user_id, expected_version
-        )
-        plan = plan_patch(patch)
-        new, _, version, _, now = await self._write(
-            conversation_id, plan, user_id, expected_version
-        )
-        self._observer.done("update_state", conversation_id, started, 1)
-        return SaveResult(conversation_id, version, len(new.conversation_history), now)
 
     async def _write(
         self,
         conversation_id: str,
         plan: WritePlan,
         user_id: str | None,
-        expected_version: int | None,
     ) -> tuple[AgentState, str | None, int, datetime, datetime]:
         db = self._db
+        expected_version = plan.expected_version
         now = datetime.now(UTC)
         async with db.transaction() as tx:
             if db.engine == "postgresql":
@@ -219,14 +148,15 @@ class LegacyBlobBackend(DatabaseBackend):
                     raise ConversationNotFound(conversation_id)
                 if expected_version is not None and expected_version != version:
                     raise VersionConflict(conversation_id, expected_version, version)
-                check_truncate(plan, conversation_id, len(stored.conversation_history), version)
+                if plan.expected_count not in (None, len(stored.conversation_history)):
+                    raise VersionConflict(conversation_id, plan.base_version, version)
                 # Ids are positions: a removal by another writer since this state was
                 # loaded shifts them, and removing by id would drop the wrong item.
                 items = stored.memory_context
                 for i, loaded in zip(plan.remove_item_ids, plan.removed_items, strict=False):
                     if i >= len(items) or items[i] != loaded:
                         raise VersionConflict(conversation_id, plan.base_version, version)
-            new = apply_plan(stored, plan, first_item_id=0)
+            new = plan.apply_to(stored, first_item_id=0)
             # Item ids are positions in the document.
             new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]
             await tx.execute(
@@ -234,9 +164,8 @@ class LegacyBlobBackend(DatabaseBackend):
             )
         return new, owner, version + 1, created_at, now
 
-    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
-        started = time.perf_counter()
-        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+    async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
+        """Delete every stored document of the conversation."""
         sql = "DELETE FROM memory_chunks WHERE conversation_id = $1"
         args: list[Any] = [conversation_id]
         if user_id is not None:
@@ -248,16 +177,12 @@ class LegacyBlobBackend(DatabaseBackend):
             args.append(user_id)
         async with self._db.transaction() as tx:
             deleted = await tx.execute(sql, *args)
-        self._observer.done("delete_state", conversation_id, started, deleted)
         return deleted > 0
 
     async def list_conversations(
-        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+        self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
-        started = time.perf_counter()
-        user_id = check_optional_id(user_id, "user_id")
-        check_int(limit, "limit", minimum=1)
-        after = check_optional_id(after, "after")
+        """The newest document of each conversation, ordered by id."""
         args: list[Any] = []
         inner_where = ""
         if after is not None:
@@ -289,7 +214,6 @@ class LegacyBlobBackend(DatabaseBackend):
                     cid, owner, count, message_count, ts_out(first_at), ts_out(updated_at)
                 )
             )
-        self._observer.done("list_conversations", None, started, len(result))
         return result
 
 
@@ -308,6 +232,5 @@ def statestore_register_backends() -> list[BackendSpec]:
             description="the old layout: one JSON document per save in memory_chunks "
             "(SQLite or PostgreSQL URL); for reading, comparing and copying old data",
             url_schemes=("sqlite", "postgresql"),
-            capabilities=frozenset({"persistent"}),
         )
     ]

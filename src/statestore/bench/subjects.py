@@ -23,10 +23,10 @@ import aiosqlite
 from ..backends.sql import migrate as migrations
 from ..backends.sql.tables import metadata as schema
 from ..core import jsoncodec
-from ..core.backend import StorageBackend
 from ..core.model import AgentState, Message
 from ..core.query import LoadOptions, StatePatch
 from ..core.registry import default_registry
+from ..core.store import Store
 
 __all__ = [
     "RAW",
@@ -232,11 +232,11 @@ class StoreSubject(_Storage):
         self.target = target
         self.url = url
         self._options = options
-        self._store: StorageBackend | None = None
+        self._store: Store | None = None
         self._empty = 0
 
     @property
-    def store(self) -> StorageBackend:
+    def store(self) -> Store:
         assert self._store is not None, "open() first"
         return self._store
 

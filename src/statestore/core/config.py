@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from .errors import ValidationError
 
 __all__ = ["DEFAULT_BACKEND", "DEFAULT_SQLITE_URL", "StoreConfig", "mask_url", "resolve_config"]
@@ -41,10 +44,10 @@ def resolve_config(name: str | None = None, url: str | None = None) -> StoreConf
 
 def url_scheme(url: str) -> str:
     """The database part of a URL's scheme: ``postgresql+asyncpg://`` → ``postgresql``."""
-    match = re.match(r"^([a-zA-Z][a-zA-Z0-9]*)(\+[a-zA-Z0-9_]+)?://", url)
-    if match is None:
-        raise ValidationError("url", f"is not a database URL: {mask_url(url)!r}")
-    return match.group(1).lower()
+    try:
+        return make_url(url).get_backend_name().lower()
+    except (ArgumentError, ValueError, TypeError):
+        raise ValidationError("url", f"is not a database URL: {mask_url(url)!r}") from None
 
 
 def backend_for_url(url: str) -> str:

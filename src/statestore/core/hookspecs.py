@@ -22,24 +22,19 @@ hookimpl = pluggy.HookimplMarker("statestore")
 class BackendSpec:
     """A backend a plugin offers.
 
-    ``factory(url, *, migrate, observer, registry, **options)`` returns an unopened
-    backend (an async context manager); ``url`` may be None (the backend's default).
+    ``factory(url, *, migrate, registry, **options)`` returns an unopened
+    ``StorageBackend``; ``url`` may be None (the backend's default), ``registry`` is
+    the ``Registry`` opening it (a backend built on others opens them through it).
     ``url_schemes`` names the database engines its URL may point at (``"sqlite"``,
     ``"postgresql"``); empty for a backend that takes no URL. The contract suite runs
-    the backend once per engine.
-
-    ``capabilities`` names the optional abilities the backend has; contract tests that
-    need one are skipped (visibly) on a backend without it. Known names:
-    ``stable_item_ids`` (context item ids never change and are never reused),
-    ``incremental_writes`` (a save writes only the rows that changed, O(new)),
-    ``persistent`` (data outlives the store object: reopening the URL finds it).
+    the backend once per engine. What it can do is the backend's own
+    ``capabilities``.
     """
 
     name: str
     factory: Callable[..., Any]
     description: str
     url_schemes: tuple[str, ...] = ()
-    capabilities: frozenset[str] = frozenset()
 
 
 @hookspec

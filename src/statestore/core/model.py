@@ -65,10 +65,18 @@ def _check_keys(data: object, allowed: frozenset[str], field: str) -> dict[str, 
     return data
 
 
-@dataclass(frozen=True, slots=True)
+# A default argument that tells "not given" from an explicit None (which is refused).
+_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """One entry of the conversation history. ``seq`` is its 0-based position, given
-    by the store; it is None on a message not yet saved."""
+    by the store; it is None on a message not yet saved.
+
+    Every value is checked when the message is built (``ValidationError``), unless
+    ``validated=True`` says they were checked already: a backend reading back what it
+    stored, or a copy of a message with another ``seq``."""
 
     role: str
     content: str
@@ -82,40 +90,44 @@ class Message:
         {"role", "content", "message_type", "tool_name", "timestamp", "metadata"}
     )
 
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {self.role!r}")
-        check_text(self.content, "content")
-        check_text(self.message_type, "message_type", allow_empty=False)
-        check_optional_text(self.tool_name, "tool_name")
-        object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
-        check_json_object(self.metadata, "metadata")
-
-    @classmethod
-    def _trusted(
-        cls,
+    def __init__(
+        self,
         role: str,
         content: str,
-        message_type: str,
-        tool_name: str | None,
-        timestamp: datetime,
-        metadata: dict[str, Any],
-        seq: int | None,
-    ) -> Message:
-        """Build from stored, already validated values (no checks: the hot load path)."""
-        msg = object.__new__(cls)
-        s_role, s_content, s_type, s_tool, s_time, s_meta, s_seq = _MESSAGE_SETTERS
-        s_role(msg, role)
-        s_content(msg, content)
-        s_type(msg, message_type)
-        s_tool(msg, tool_name)
-        s_time(msg, timestamp)
-        s_meta(msg, metadata)
-        s_seq(msg, seq)
-        return msg
+        message_type: str = "text",
+        tool_name: str | None = None,
+        timestamp: datetime = _DEFAULT,
+        metadata: dict[str, Any] = _DEFAULT,
+        seq: int | None = None,
+        validated: bool = False,
+    ) -> None:
+        # Written by hand (the dataclass's generated __init__ of a frozen class goes
+        # through object.__setattr__ per field), as a load builds one per stored row;
+        # backends pass ``validated`` positionally there, as keywords cost a dict.
+        if timestamp is _DEFAULT:
+            timestamp = _now()
+        if metadata is _DEFAULT:
+            metadata = {}
+        if not validated:
+            if role not in ROLES:
+                raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {role!r}")
+            check_text(content, "content")
+            check_text(message_type, "message_type", allow_empty=False)
+            check_optional_text(tool_name, "tool_name")
+            timestamp = check_timestamp(timestamp, "timestamp")
+            check_json_object(metadata, "metadata")
+        s_role, s_content, s_type, s_tool, s_time, s_meta, s_seq = _MESSAGE_SLOTS
+        s_role(self, role)
+        s_content(self, content)
+        s_type(self, message_type)
+        s_tool(self, tool_name)
+        s_time(self, timestamp)
+        s_meta(self, metadata)
+        s_seq(self, seq)
 
     def with_seq(self, seq: int) -> Message:
-        return Message._trusted(
+        """This message at position ``seq``."""
+        return Message(
             self.role,
             self.content,
             self.message_type,
@@ -123,6 +135,7 @@ class Message:
             self.timestamp,
             self.metadata,
             seq,
+            validated=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,24 +160,25 @@ class Message:
             if "timestamp" in d
             else MISSING_TIMESTAMP,
             metadata=d.get("metadata", {}),
+            seq=seq,
         )
-        if seq is not None:
-            object.__setattr__(msg, "seq", seq)
         return msg
 
 
-# The slots' own setters: what _trusted uses instead of object.__setattr__ (which
-# frozen dataclasses need), at half the cost; a full load builds one per row.
-_MESSAGE_SETTERS = tuple(
+# The slots' own setters, which the frozen class's __init__ assigns through.
+_MESSAGE_SLOTS = tuple(
     Message.__dict__[name].__set__
     for name in ("role", "content", "message_type", "tool_name", "timestamp", "metadata", "seq")
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ContextItem:
     """One memory-context item (long-term memory, RAG hit, focus note, ...).
-    ``item_id`` is given by the store and never reused within a conversation."""
+    ``item_id`` is given by the store and never reused within a conversation.
+
+    Values are checked when the item is built, unless ``validated=True`` (see
+    ``Message``)."""
 
     content: str
     source: str = "ltm"
@@ -178,41 +192,41 @@ class ContextItem:
         {"source", "content", "relevance_score", "context_type", "timestamp", "metadata"}
     )
 
-    def __post_init__(self) -> None:
-        check_text(self.content, "content")
-        check_text(self.source, "source", allow_empty=False)
-        object.__setattr__(
-            self, "relevance_score", check_score(self.relevance_score, "relevance_score")
-        )
-        check_text(self.context_type, "context_type", allow_empty=False)
-        object.__setattr__(self, "timestamp", check_timestamp(self.timestamp, "timestamp"))
-        check_json_object(self.metadata, "metadata")
-
-    @classmethod
-    def _trusted(
-        cls,
+    def __init__(
+        self,
         content: str,
-        source: str,
-        relevance_score: float,
-        context_type: str,
-        timestamp: datetime,
-        metadata: dict[str, Any],
-        item_id: int | None,
-    ) -> ContextItem:
-        """Build from stored, already validated values (no checks: the hot load path)."""
-        item = object.__new__(cls)
-        s_content, s_source, s_score, s_type, s_time, s_meta, s_id = _ITEM_SETTERS
-        s_content(item, content)
-        s_source(item, source)
-        s_score(item, relevance_score)
-        s_type(item, context_type)
-        s_time(item, timestamp)
-        s_meta(item, metadata)
-        s_id(item, item_id)
-        return item
+        source: str = "ltm",
+        relevance_score: float = 0.0,
+        context_type: str = "general",
+        timestamp: datetime = _DEFAULT,
+        metadata: dict[str, Any] = _DEFAULT,
+        item_id: int | None = None,
+        validated: bool = False,
+    ) -> None:
+        # Written by hand, like Message.__init__.
+        if timestamp is _DEFAULT:
+            timestamp = _now()
+        if metadata is _DEFAULT:
+            metadata = {}
+        if not validated:
+            check_text(content, "content")
+            check_text(source, "source", allow_empty=False)
+            relevance_score = check_score(relevance_score, "relevance_score")
+            check_text(context_type, "context_type", allow_empty=False)
+            timestamp = check_timestamp(timestamp, "timestamp")
+            check_json_object(metadata, "metadata")
+        s_content, s_source, s_score, s_type, s_time, s_meta, s_id = _ITEM_SLOTS
+        s_content(self, content)
+        s_source(self, source)
+        s_score(self, relevance_score)
+        s_type(self, context_type)
+        s_time(self, timestamp)
+        s_meta(self, metadata)
+        s_id(self, item_id)
 
     def with_id(self, item_id: int) -> ContextItem:
-        return ContextItem._trusted(
+        """This item under the id ``item_id``."""
+        return ContextItem(
             self.content,
             self.source,
             self.relevance_score,
@@ -220,6 +234,7 @@ class ContextItem:
             self.timestamp,
             self.metadata,
             item_id,
+            validated=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,13 +259,12 @@ class ContextItem:
             if "timestamp" in d
             else MISSING_TIMESTAMP,
             metadata=d.get("metadata", {}),
+            item_id=item_id,
         )
-        if item_id is not None:
-            object.__setattr__(item, "item_id", item_id)
         return item
 
 
-_ITEM_SETTERS = tuple(
+_ITEM_SLOTS = tuple(
     ContextItem.__dict__[name].__set__
     for name in (
         "content",
@@ -262,26 +276,6 @@ _ITEM_SETTERS = tuple(
         "item_id",
     )
 )
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """What a loaded (or saved) state held when it last touched the store.
-
-    Backends use it to write only what changed; users never need it.
-    """
-
-    conversation_id: str
-    messages: tuple[Message, ...]
-    # True when the messages are a contiguous run ending at the last stored message,
-    # so an edited history can be rewritten from ``history_start`` on.
-    contiguous_tail: bool
-    items: dict[int, ContextItem]
-    metadata_json: dict[str, str]
-    # Which store it was loaded from or saved to (a key naming the backend's data, e.g.
-    # layout and database): another store gets a whole copy, since only this one holds
-    # what the snapshot describes.
-    store: object = None
 
 
 @dataclass(slots=True)
@@ -309,7 +303,9 @@ class AgentState:
     updated_at: datetime | None = field(default=None, compare=False)
     history_start: int = field(default=0, compare=False)
     history_total: int = field(default=0, compare=False)
-    _snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
+    # What the state held when it last touched a store, kept by the Store
+    # (core/store.py) so that its next save writes only what changed.
+    _snapshot: object = field(default=None, compare=False, repr=False)
 
     DOCUMENT_KEYS: ClassVar[frozenset[str]] = frozenset(
         {

@@ -18,7 +18,7 @@ from .backend import StorageBackend
 from .config import resolve_config
 from .errors import BackendNotFound, StateStoreError, ValidationError
 from .hookspecs import BackendSpec
-from .observe import Observer
+from .store import Store
 
 __all__ = ["BackendInfo", "Registry", "default_registry", "open_store"]
 
@@ -88,7 +88,7 @@ class Registry:
         except KeyError:
             raise BackendNotFound(name, list(backends)) from None
 
-    def open_store(
+    def open_backend(
         self,
         name: str | None = None,
         url: str | None = None,
@@ -96,16 +96,28 @@ class Registry:
         migrate: bool | None = None,
         **options: Any,
     ) -> StorageBackend:
-        """Build the backend ``name`` (see ``statestore.open_store``)."""
+        """The unopened backend ``name`` alone, for a backend built on others (dual);
+        users hold a Store (``open_store``)."""
         if migrate is not None and type(migrate) is not bool:
             raise ValidationError("migrate", "must be True, False or None")
         config = resolve_config(name, url)
         info = self.get(config.backend)
-        observer = Observer(config.backend, self.hook)
         backend: StorageBackend = info.spec.factory(
-            config.url, migrate=migrate, observer=observer, registry=self, **options
+            config.url, migrate=migrate, registry=self, **options
         )
         return backend
+
+    def open_store(
+        self,
+        name: str | None = None,
+        url: str | None = None,
+        *,
+        migrate: bool | None = None,
+        **options: Any,
+    ) -> Store:
+        """A Store over the backend ``name`` (see ``statestore.open_store``), reporting
+        its operations to this registry's plugins."""
+        return Store(self.open_backend(name, url, migrate=migrate, **options), hook=self.hook)
 
 
 @functools.cache
@@ -120,7 +132,7 @@ def open_store(
     *,
     migrate: bool | None = None,
     **options: Any,
-) -> StorageBackend:
+) -> Store:
     """Open a store by backend name; use it as ``async with open_store(...) as store``.
 
     ``name`` is a name from the ``statestore`` entry points (``statestore backends``

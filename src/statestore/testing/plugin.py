@@ -45,9 +45,9 @@ import pluggy
 import pytest
 import pytest_asyncio
 
-from ..core.backend import StorageBackend
 from ..core.hookspecs import BackendSpec, hookimpl
 from ..core.registry import Registry, default_registry
+from ..core.store import Store
 
 __all__ = ["scratch_database", "BackendTarget", "backend_targets", "open_target"]
 
@@ -113,21 +113,20 @@ class BackendTarget:
         cls,
         factory: Callable[..., Any],
         *,
-        name: str = "under-test",
+        name: str,
         engine: str | None = None,
-        capabilities: Iterable[str] = (),
     ) -> BackendTarget:
         """A backend handed to the suite directly: ``factory`` is a
-        ``BackendSpec.factory`` (``factory(url, *, migrate, observer, registry,
-        **options)``), ``engine`` the database its URL points at (``"sqlite"``,
-        ``"postgresql"``, or None for no URL), ``capabilities`` the optional abilities
-        it has (see ``BackendSpec``)."""
+        ``BackendSpec.factory`` (``factory(url, *, migrate, registry, **options)``
+        returning an unopened ``StorageBackend``), ``name`` the backend's ``name`` (what
+        the operation hook reports), ``engine`` the database its URL points at
+        (``"sqlite"``, ``"postgresql"``, or None for no URL). It takes the place of an
+        installed backend of the same name."""
         spec = BackendSpec(
             name=name,
             factory=factory,
             description="handed to the contract suite",
             url_schemes=(engine,) if engine else (),
-            capabilities=frozenset(capabilities),
         )
         return cls(name, engine, spec)
 
@@ -140,6 +139,12 @@ class BackendTarget:
         (tests register their own observers on it)."""
         registry = Registry.from_entry_points()
         if self.spec is not None:
+            # An installed version of the same backend would clash with the one under
+            # test: its plugin steps aside.
+            hook = registry.hook.statestore_register_backends
+            for impl in hook.get_hookimpls():
+                if any(spec.name == self.backend for spec in impl.function()):
+                    registry.plugin_manager.unregister(impl.plugin)
             registry.register(_HandedOver(self.spec), name=f"contract-target-{self.backend}")
         return registry
 
@@ -272,7 +277,7 @@ def target_url(target: BackendTarget, request: pytest.FixtureRequest) -> str | N
     return None
 
 
-def open_target(target: BackendTarget, url: str | None, **options: Any) -> StorageBackend:
+def open_target(target: BackendTarget, url: str | None, **options: Any) -> Store:
     """The unopened backend for ``target`` (use with ``async with``)."""
     return _registry_of(target).open_store(target.backend, url, **options)
 
@@ -299,9 +304,7 @@ def store_url(backend_target: BackendTarget, request: pytest.FixtureRequest) -> 
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def store(
-    backend_target: BackendTarget, store_url: str | None
-) -> AsyncIterator[StorageBackend]:
+async def store(backend_target: BackendTarget, store_url: str | None) -> AsyncIterator[Store]:
     """An open store of ``backend_target``."""
     async with open_target(backend_target, store_url) as opened:
         yield opened

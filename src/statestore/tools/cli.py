@@ -16,10 +16,11 @@ from typing import IO, Any
 
 import orjson
 
-from ..core.backend import ConversationInfo, StorageBackend
+from ..core.backend import ConversationInfo
 from ..core.config import mask_url, resolve_config, url_scheme
 from ..core.errors import StateStoreError
 from ..core.registry import default_registry
+from ..core.store import Store
 from .copy import CopyStats, Problem, copy_conversations, count_conversations, verify_stores
 from .lifecycle import (
     export_conversations,
@@ -54,7 +55,7 @@ def _store_arguments(p: argparse.ArgumentParser) -> None:
 
 def _open_spec(
     spec: str, option: str, migrate: bool | None, *, must_exist: bool = False
-) -> tuple[StorageBackend, str]:
+) -> tuple[Store, str]:
     """The unopened store for ``NAME:URL`` and a masked label for messages."""
     from ..backends.dual import split_target
     from ..backends.sqlite import sqlite_path

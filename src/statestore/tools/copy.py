@@ -18,11 +18,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..core.backend import ConversationInfo, StorageBackend
+from ..core.backend import ConversationInfo
+from ..core.compare import describe_difference, fresh_copy
 from ..core.errors import ConversationNotFound, CorruptState, ValidationError, VersionConflict
 from ..core.model import AgentState
 from ..core.query import LoadOptions
-from .compare import describe_difference, fresh_copy
+from ..core.store import Store
 
 __all__ = [
     "CopyStats",
@@ -88,7 +89,7 @@ DeletedSink = Callable[[str], None]
 
 
 async def iter_conversations(
-    store: StorageBackend, *, user_id: str | None = None, batch_size: int = 200
+    store: Store, *, user_id: str | None = None, batch_size: int = 200
 ) -> AsyncIterator[list[ConversationInfo]]:
     """Every conversation of ``store`` (of ``user_id``), one page at a time."""
     after: str | None = None
@@ -103,7 +104,7 @@ async def iter_conversations(
 
 
 async def count_conversations(
-    store: StorageBackend, *, user_id: str | None = None, batch_size: int = 1000
+    store: Store, *, user_id: str | None = None, batch_size: int = 1000
 ) -> int:
     """How many conversations ``store`` lists (for a progress bar's total)."""
     total = 0
@@ -130,16 +131,14 @@ class Run:
             self._tick()
 
 
-async def _load(store: StorageBackend, conversation_id: str) -> AgentState | None:
+async def _load(store: Store, conversation_id: str) -> AgentState | None:
     try:
         return await store.load_state(conversation_id)
     except ConversationNotFound:
         return None
 
 
-async def _copy_one(
-    run: Run, source: StorageBackend, target: StorageBackend | None, conversation_id: str
-) -> None:
+async def _copy_one(run: Run, source: Store, target: Store | None, conversation_id: str) -> None:
     try:
         state = await source.load_state(conversation_id)
     except ConversationNotFound:  # deleted since it was listed
@@ -152,9 +151,7 @@ async def _copy_one(
         await store_verified(run, target, conversation_id, state)
 
 
-async def store_verified(
-    run: Run, target: StorageBackend, conversation_id: str, state: AgentState
-) -> None:
+async def store_verified(run: Run, target: Store, conversation_id: str, state: AgentState) -> None:
     """Write ``state`` (with its ``user_id`` as owner) to ``target`` unless the target
     already holds the same owner and content, then read it back and compare."""
     try:
@@ -199,8 +196,8 @@ async def _each(jobs: int, ids: list[str], fn: Callable[[str], Awaitable[None]])
 
 
 async def copy_conversations(
-    source: StorageBackend,
-    target: StorageBackend | None,
+    source: Store,
+    target: Store | None,
     *,
     user_id: str | None = None,
     batch_size: int = 200,
@@ -235,8 +232,8 @@ async def copy_conversations(
 
 async def _delete_extra(
     run: Run,
-    source: StorageBackend,
-    target: StorageBackend,
+    source: Store,
+    target: Store,
     user_id: str | None,
     batch_size: int,
     jobs: int,
@@ -261,9 +258,7 @@ async def _delete_extra(
     run.stats.deleted = deleted
 
 
-async def _compare_one(
-    run: Run, source: StorageBackend, target: StorageBackend, conversation_id: str
-) -> None:
+async def _compare_one(run: Run, source: Store, target: Store, conversation_id: str) -> None:
     try:
         state = await _load(source, conversation_id)
     except CorruptState as exc:
@@ -287,7 +282,7 @@ async def _compare_one(
     run.stats.unchanged += 1
 
 
-async def _exists(store: StorageBackend, conversation_id: str) -> bool:
+async def _exists(store: Store, conversation_id: str) -> bool:
     try:
         await store.load_state(conversation_id, _PROBE)
     except ConversationNotFound:
@@ -298,8 +293,8 @@ async def _exists(store: StorageBackend, conversation_id: str) -> bool:
 
 
 async def verify_stores(
-    source: StorageBackend,
-    target: StorageBackend,
+    source: Store,
+    target: Store,
     *,
     user_id: str | None = None,
     batch_size: int = 200,

@@ -23,10 +23,11 @@ from typing import IO, Any
 
 import orjson
 
-from ..core.backend import ConversationInfo, StorageBackend
+from ..core.backend import ConversationInfo
 from ..core.config import url_scheme
 from ..core.errors import ConversationNotFound, CorruptState, StateStoreError, ValidationError
 from ..core.model import AgentState
+from ..core.store import Store
 from .copy import CopyStats, ProblemSink, Run, Tick, iter_conversations, store_verified
 
 __all__ = [
@@ -48,7 +49,7 @@ EXPORT_KEYS = frozenset(
 
 
 async def export_conversations(
-    store: StorageBackend,
+    store: Store,
     out: IO[bytes],
     *,
     user_id: str | None = None,
@@ -112,7 +113,7 @@ def parse_record(line: bytes) -> tuple[str, str | None, AgentState]:
 
 
 async def import_conversations(
-    store: StorageBackend,
+    store: Store,
     lines: Iterable[bytes],
     *,
     on_problem: ProblemSink | None = None,
@@ -162,7 +163,7 @@ def parse_age(text: str) -> timedelta:
 
 
 async def prune_conversations(
-    store: StorageBackend,
+    store: Store,
     older_than: timedelta,
     *,
     user_id: str | None = None,

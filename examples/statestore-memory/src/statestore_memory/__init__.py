@@ -3,58 +3,47 @@
 URL: none (``open_store("memory")``); every store object holds its own data, which is
 gone when it is dropped: for tests and examples, not production.
 
-What a backend has to do, and what statestore gives it to do so:
+A backend implements ``statestore.StorageBackend`` and nothing else; the ``Store``
+users hold over it validates every argument, plans each write (only what changed, for
+a state it loaded) and reports each operation. What is left here:
 
-- validate every argument before any work (``statestore.core.validation``);
-- turn a save or a patch into a ``WritePlan`` (``statestore.core.changes.plan_save`` /
-  ``plan_patch``), execute it atomically (here: ``apply_plan`` on a copy, under a lock),
-  then ``after_save`` so the caller's state tracks what is stored;
-- answer ``LoadOptions`` exactly like every other backend (``select_messages`` /
-  ``select_context``), and record a ``Snapshot`` so the next save writes only changes;
-- raise ``ConversationNotFound`` / ``VersionConflict`` / ``ValidationError`` as the
-  protocol says, and report each operation to the observer (metrics hook).
+- ``read``: the ``StoredView`` a ``LoadOptions`` selects of one conversation, or None
+  (``StoredView.select`` answers the options in Python for a backend that keeps whole
+  states);
+- ``write``: apply a ``WritePlan`` atomically (``WritePlan.apply_to`` does it on a whole
+  state), raising ``ConversationNotFound`` / ``VersionConflict`` as ``WritePlan`` says,
+  and return a ``WriteResult``;
+- ``delete``, ``list_conversations``, ``open``, ``close``, and the ``capabilities`` it has.
 
-Each conversation is kept as its JSON document (``AgentState.to_dict()``), so a caller
-mutating a loaded state can never change what is stored.
+Every name it uses is exported from ``statestore``. Each conversation is kept as its
+JSON document (``AgentState.to_dict()``), so a caller mutating a loaded state can never
+change what is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from statestore import (
     AgentState,
     BackendSpec,
+    Capability,
     ConversationInfo,
     ConversationNotFound,
     LoadOptions,
-    SaveResult,
-    StatePatch,
+    StoredView,
     ValidationError,
     VersionConflict,
+    WritePlan,
+    WriteResult,
     hookimpl,
 )
-from statestore.core import jsoncodec
-from statestore.core.changes import (
-    WritePlan,
-    after_save,
-    apply_plan,
-    check_truncate,
-    plan_patch,
-    plan_save,
-    view_of,
-)
-from statestore.core.observe import Observer
-from statestore.core.validation import check_id, check_int, check_optional_id, check_optional_int
 
 __all__ = ["MemoryBackend"]
-
-_ALL = LoadOptions()
 
 
 @dataclass
@@ -70,7 +59,7 @@ class _Record:
 
     def state(self) -> AgentState:
         """A fresh copy of the whole stored state (messages carry their seq)."""
-        whole = AgentState.from_dict(jsoncodec.loads(self.document))
+        whole = AgentState.from_dict(json.loads(self.document))
         whole.memory_context = [
             c.with_id(i) for c, i in zip(whole.memory_context, self.item_ids, strict=True)
         ]
@@ -81,22 +70,21 @@ class MemoryBackend:
     """Conversations in a dict, one asyncio.Lock for writes."""
 
     name: ClassVar[str] = "memory"
+    # Ids are kept apart from positions, so they are stable; not persistent (the data
+    # lives in this object) and not incremental (each write re-encodes the document).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STABLE_ITEM_IDS})
 
-    def __init__(self, *, observer: Observer | None = None) -> None:
+    def __init__(self) -> None:
         self._data: dict[str, _Record] = {}
         self._lock = asyncio.Lock()
-        self._observer = observer or Observer(self.name)
 
-    async def __aenter__(self) -> Self:
-        return self
+    @property
+    def data_key(self) -> str:
+        """This object's own data: no other backend holds it."""
+        return f"memory {id(self)}"
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def open(self) -> None:
+        """Nothing to connect to."""
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -107,86 +95,30 @@ class MemoryBackend:
             return None
         return record
 
-    async def load_state(
-        self, conversation_id: str, options: LoadOptions = _ALL, *, user_id: str | None = None
-    ) -> AgentState:
-        started = time.perf_counter()
-        conversation_id = check_id(conversation_id, "conversation_id")
-        user_id = check_optional_id(user_id, "user_id")
-        if not isinstance(options, LoadOptions):
-            raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
+    async def read(
+        self, conversation_id: str, options: LoadOptions, *, user_id: str | None
+    ) -> StoredView | None:
+        """The part ``options`` select of the stored document."""
         record = self._visible(conversation_id, user_id)
         if record is None:
-            raise ConversationNotFound(conversation_id)
-        state = view_of(
+            return None
+        return StoredView.select(
             record.state(),
             options,
-            conversation_id=conversation_id,
             user_id=record.owner,
             version=record.version,
             created_at=record.created_at,
             updated_at=record.updated_at,
-            store=self,
         )
-        self._observer.done("load_state", conversation_id, started, 1)
-        return state
 
-    async def save_state(
-        self,
-        conversation_id: str,
-        state: AgentState,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id = check_id(conversation_id, "conversation_id")
-        user_id = check_optional_id(user_id, "user_id")
-        expected_version = check_optional_int(expected_version, "expected_version")
-        plan = plan_save(state, conversation_id, self)
-        record, first_item_id = await self._write(conversation_id, plan, user_id, expected_version)
-        message_count = record.message_count
-        after_save(
-            state,
-            conversation_id,
-            plan,
-            first_seq=message_count - len(plan.append_messages),
-            first_item_id=first_item_id,
-            version=record.version,
-            message_count=message_count,
-            user_id=record.owner,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            store=self,
-        )
-        self._observer.done("save_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, record.version, message_count, record.updated_at)
-
-    async def update_state(
-        self,
-        conversation_id: str,
-        patch: StatePatch,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id = check_id(conversation_id, "conversation_id")
-        user_id = check_optional_id(user_id, "user_id")
-        expected_version = check_optional_int(expected_version, "expected_version")
-        plan = plan_patch(patch)
-        record, _ = await self._write(conversation_id, plan, user_id, expected_version)
-        self._observer.done("update_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, record.version, record.message_count, record.updated_at)
-
-    async def _write(
-        self, conversation_id: str, plan: WritePlan, user_id: str | None, expected: int | None
-    ) -> tuple[_Record, int]:
-        """Apply ``plan`` atomically: build the new record aside, then swap it in.
-        Returns the record and the id given to the first added item."""
+    async def write(
+        self, conversation_id: str, plan: WritePlan, *, user_id: str | None
+    ) -> WriteResult:
+        """Apply ``plan`` atomically: build the new record aside, then swap it in."""
         async with self._lock:
             now = datetime.now(UTC)
             old = self._data.get(conversation_id)
+            expected = plan.expected_version
             if old is None:
                 if not plan.replace or expected not in (None, 0):
                     raise ConversationNotFound(conversation_id)
@@ -197,13 +129,14 @@ class MemoryBackend:
                 if expected is not None and expected != old.version:
                     raise VersionConflict(conversation_id, expected, old.version)
                 # An edited history from a copy others appended to since: refuse.
-                check_truncate(plan, conversation_id, old.message_count, old.version)
+                if plan.expected_count not in (None, old.message_count):
+                    raise VersionConflict(conversation_id, plan.base_version, old.version)
                 stored, owner, version = old.state(), old.owner, old.version
                 created_at, first_id = old.created_at, old.next_item_id
-            new = apply_plan(stored, plan, first_item_id=first_id)
+            new = plan.apply_to(stored, first_item_id=first_id)
             record = _Record(
                 owner=owner,
-                document=jsoncodec.dumps(new.to_dict()),
+                document=json.dumps(new.to_dict()),
                 item_ids=[c.item_id for c in new.memory_context if c.item_id is not None],
                 message_count=len(new.conversation_history),
                 next_item_id=first_id + len(plan.add_items),
@@ -212,26 +145,28 @@ class MemoryBackend:
                 updated_at=now,
             )
             self._data[conversation_id] = record
-        return record, first_id
+        return WriteResult(
+            version=record.version,
+            message_count=record.message_count,
+            user_id=record.owner,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            first_seq=record.message_count - len(plan.append_messages),
+            first_item_id=first_id,
+        )
 
-    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
-        started = time.perf_counter()
-        conversation_id = check_id(conversation_id, "conversation_id")
-        user_id = check_optional_id(user_id, "user_id")
+    async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
+        """Forget a conversation."""
         async with self._lock:
             deleted = self._visible(conversation_id, user_id) is not None
             if deleted:
                 del self._data[conversation_id]
-        self._observer.done("delete_state", conversation_id, started, int(deleted))
         return deleted
 
     async def list_conversations(
-        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+        self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
-        started = time.perf_counter()
-        user_id = check_optional_id(user_id, "user_id")
-        check_int(limit, "limit", minimum=1)
-        after = check_optional_id(after, "after")
+        """Conversations in id order."""
         result = []
         for cid in sorted(self._data):
             record = self._data[cid]
@@ -249,17 +184,16 @@ class MemoryBackend:
             )
             if len(result) == limit:
                 break
-        self._observer.done("list_conversations", None, started, len(result))
         return result
 
 
-def _factory(url: str | None, *, observer: Observer | None = None, **options: Any) -> MemoryBackend:
+def _factory(url: str | None, **options: Any) -> MemoryBackend:
     # ``migrate`` and ``registry`` are passed to every factory; nothing to migrate here.
     options.pop("migrate", None)
     options.pop("registry", None)
     if url is not None or options:
         raise ValidationError("url", "the memory backend takes no URL and no options")
-    return MemoryBackend(observer=observer)
+    return MemoryBackend()
 
 
 @hookimpl
@@ -271,6 +205,5 @@ def statestore_register_backends() -> list[BackendSpec]:
             factory=_factory,
             description="in-process dicts, gone when the store is dropped (tests, examples)",
             url_schemes=(),
-            capabilities=frozenset({"stable_item_ids"}),
         )
     ]

@@ -1,12 +1,11 @@
-"""What every backend over a ``Database`` adapter shares: opening and closing it, the
-observer, and the key a loaded state's snapshot is tied to."""
+"""What every backend over a ``Database`` adapter shares: opening and closing it, and
+the key that names its data."""
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from ...core.observe import Observer
+from ...core.backend import Capability
 from .database import Database
 
 __all__ = ["DatabaseBackend"]
@@ -16,33 +15,24 @@ class DatabaseBackend:
     """Base of the SQL backends (normalized and legacy-blob)."""
 
     name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
 
-    def __init__(self, db: Database, *, migrate: bool | None, observer: Observer | None) -> None:
+    def __init__(self, db: Database, *, migrate: bool | None) -> None:
         self._db = db
         self._migrate = migrate
-        self._observer = observer or Observer(self.name)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._db.url}>"
 
     @property
-    def _store_key(self) -> str:
-        """The data this store reads and writes (layout and database), which a loaded
-        state's snapshot is tied to: another store object on the same database shares
-        it, so a state may be saved through either incrementally."""
+    def data_key(self) -> str:
+        """The layout and the database (masked URL): another backend object on the
+        same database has the same key."""
         return f"{self.name} {self._db.url}"
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Connect, migrating where that is the backend's default."""
         await self._db.connect(self._migrate)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Release the connections. Idempotent."""

@@ -7,74 +7,50 @@ engines differ, the ``Database`` adapter says how.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
 
 from ...core import jsoncodec
-from ...core.backend import ConversationInfo, SaveResult
-from ...core.changes import WritePlan, after_save, plan_patch, plan_save, remember_loaded
-from ...core.errors import (
-    ConversationNotFound,
-    CorruptState,
-    ValidationError,
-    VersionConflict,
-)
-from ...core.model import AgentState, ContextItem, Message
-from ...core.query import LoadOptions, StatePatch
-from ...core.validation import check_id, check_int, check_optional_id, check_optional_int
+from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
+from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
+from ...core.model import ContextItem, Message
+from ...core.query import LoadOptions
+from . import tables
 from .base import DatabaseBackend
 from .database import Tx
 
-__all__ = ["NormalizedBackend", "check_call"]
+__all__ = ["NormalizedBackend"]
 
-_DEFAULT_OPTIONS = LoadOptions()
 
-MSG_COLS = "seq, role, content, message_type, tool_name, created_at, metadata"
-# The halves of a load's UNION (see _state_and_messages): a message row has NULL
-# state columns, the state row NULL message columns.
-_STATE_AT = 7
-_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
-_NO_STATE = ", ".join(["NULL"] * 10)
-ITEM_COLS = "item_id, source, content, relevance_score, context_type, created_at, metadata"
-INSERT_MESSAGE = (
-    "INSERT INTO conversation_messages (conversation_id, seq, role, content, message_type, "
-    "tool_name, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-INSERT_ITEM = (
-    "INSERT INTO memory_context_items (conversation_id, item_id, source, content, "
-    "relevance_score, context_type, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
+def _columns(table: sa.Table) -> tuple[str, ...]:
+    return tuple(column.name for column in table.c)
+
+
+def _insert_sql(table: sa.Table) -> str:
+    """An INSERT of every column of ``table``, in the table's order."""
+    columns = _columns(table)
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
+
+
+# Each column list once, from the table definitions (conversation_id first).
+INSERT_MESSAGE = _insert_sql(tables.conversation_messages)
+INSERT_ITEM = _insert_sql(tables.memory_context_items)
 # Table and columns of each INSERT, for the bulk path (Tx.copy_rows).
 _INSERT_TARGET = {
-    INSERT_MESSAGE: (
-        "conversation_messages",
-        (
-            "conversation_id",
-            "seq",
-            "role",
-            "content",
-            "message_type",
-            "tool_name",
-            "created_at",
-            "metadata",
-        ),
-    ),
-    INSERT_ITEM: (
-        "memory_context_items",
-        (
-            "conversation_id",
-            "item_id",
-            "source",
-            "content",
-            "relevance_score",
-            "context_type",
-            "created_at",
-            "metadata",
-        ),
-    ),
+    INSERT_MESSAGE: ("conversation_messages", _columns(tables.conversation_messages)),
+    INSERT_ITEM: ("memory_context_items", _columns(tables.memory_context_items)),
 }
+MSG_COLS = ", ".join(_columns(tables.conversation_messages)[1:])  # seq, role, ...
+ITEM_COLS = ", ".join(_columns(tables.memory_context_items)[1:])  # item_id, source, ...
+# The halves of a load's UNION (see _state_and_messages): a message row has NULL
+# state columns, the state row NULL message columns.
+_STATE_AT = len(tables.conversation_messages.c) - 1
+_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
+_NO_STATE = ", ".join(["NULL"] * 10)
 UPSERT_METADATA = (
     "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
     "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
@@ -88,17 +64,6 @@ INSERT_STATE = (
 )
 PROBE_STATE = "SELECT version, user_id FROM conversation_states WHERE conversation_id = $1"
 OWNER = " AND (user_id IS NULL OR user_id = {})"
-
-
-def check_call(
-    conversation_id: object, user_id: object, expected_version: object = None
-) -> tuple[str, str | None, int | None]:
-    """Validate the arguments every operation shares."""
-    return (
-        check_id(conversation_id, "conversation_id"),
-        check_optional_id(user_id, "user_id"),
-        check_optional_int(expected_version, "expected_version"),
-    )
 
 
 class _Params:
@@ -116,57 +81,23 @@ class NormalizedBackend(DatabaseBackend):
     """The normalized layout over a ``Database`` adapter (see ``sqlite`` and
     ``postgres`` for the backends users open)."""
 
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.STABLE_ITEM_IDS, Capability.INCREMENTAL_WRITES, Capability.PERSISTENT}
+    )
+
     # -- writes ----------------------------------------------------------------------
 
-    async def save_state(
-        self,
-        conversation_id: str,
-        state: AgentState,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id, user_id, expected_version = check_call(
-            conversation_id, user_id, expected_version
-        )
-        plan = plan_save(state, conversation_id, self._store_key)
+    async def write(
+        self, conversation_id: str, plan: WritePlan, *, user_id: str | None
+    ) -> WriteResult:
+        """Apply ``plan`` in one transaction (see ``WritePlan``)."""
         row, first_seq, first_item = await self._write(
-            conversation_id, plan, user_id, expected_version
+            conversation_id, plan, user_id, plan.expected_version
         )
         version, message_count, _, owner, created_at, updated_at = row
-        after_save(
-            state,
-            conversation_id,
-            plan,
-            first_seq=first_seq,
-            first_item_id=first_item,
-            version=version,
-            message_count=message_count,
-            user_id=owner,
-            created_at=created_at,
-            updated_at=updated_at,
-            store=self._store_key,
+        return WriteResult(
+            version, message_count, owner, created_at, updated_at, first_seq, first_item
         )
-        self._observer.done("save_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, version, message_count, updated_at)
-
-    async def update_state(
-        self,
-        conversation_id: str,
-        patch: StatePatch,
-        *,
-        user_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> SaveResult:
-        started = time.perf_counter()
-        conversation_id, user_id, expected_version = check_call(
-            conversation_id, user_id, expected_version
-        )
-        plan = plan_patch(patch)
-        row, _, _ = await self._write(conversation_id, plan, user_id, expected_version)
-        self._observer.done("update_state", conversation_id, started, plan.rows)
-        return SaveResult(conversation_id, row[0], row[1], row[5])
 
     async def _write(
         self,
@@ -295,7 +226,7 @@ class NormalizedBackend(DatabaseBackend):
     async def _insert(self, tx: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``rows`` with ``sql`` (INSERT_MESSAGE or INSERT_ITEM)."""
         if len(rows) > 1:
-            # The adapter's bulk path (PostgreSQL: COPY, 1,000 messages 63 -> 24 ms).
+            # The adapter's bulk path (PostgreSQL: COPY, far cheaper than a row each).
             table, columns = _INSERT_TARGET[sql]
             await tx.copy_rows(table, columns, rows)
         else:
@@ -344,7 +275,7 @@ class NormalizedBackend(DatabaseBackend):
             version, owner = probe
             if owner is not None and user_id is not None and owner != user_id:
                 raise ConversationNotFound(conversation_id)
-            if expected_version is not None or plan.truncate_expects is not None:
+            if expected_version is not None or plan.expected_count is not None:
                 break
             # Only a row created by a concurrent writer since our UPDATE makes it miss:
             # update that row, as if we had come second.
@@ -402,10 +333,10 @@ class NormalizedBackend(DatabaseBackend):
             sql += OWNER.format(p.add(user_id))
         if expected_version is not None:
             sql += f" AND version = {p.add(expected_version)}"
-        if plan.truncate_expects is not None:
+        if plan.expected_count is not None:
             # Rewriting from truncate_from must not delete messages appended since the
             # state was loaded: no row matches then, and the probe raises VersionConflict.
-            sql += f" AND message_count = {p.add(plan.truncate_expects)}"
+            sql += f" AND message_count = {p.add(plan.expected_count)}"
         return sql + " RETURNING version, message_count, next_item_id, user_id, created_at"
 
     async def _append_in_one_statement(
@@ -419,7 +350,7 @@ class NormalizedBackend(DatabaseBackend):
     ) -> Sequence[Any] | None:
         """PostgreSQL: an append-only plan as one statement, the UPDATE's RETURNING
         feeding the INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four
-        (append 1.9 -> 1.0 ms). None when the UPDATE matched no row."""
+        (the per-turn append). None when the UPDATE matched no row."""
         p = _Params(conversation_id)
         update = self._update_sql(p, plan, user_id, expected_version, now)
         if not plan.append_messages:
@@ -429,7 +360,7 @@ class NormalizedBackend(DatabaseBackend):
         n = p.add(len(msgs))
         metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
         if len(msgs) == 1:
-            # The per-turn case: plain parameters, cheaper than arrays (-60..100 us).
+            # The per-turn case: plain parameters, cheaper for the server than arrays.
             m = msgs[0]
             rows = (
                 f"(VALUES ({p.add(m.role)}::text, {p.add(m.content)}::text, "
@@ -461,86 +392,67 @@ class NormalizedBackend(DatabaseBackend):
 
     # -- reads -----------------------------------------------------------------------
 
-    async def load_state(
-        self,
-        conversation_id: str,
-        options: LoadOptions = _DEFAULT_OPTIONS,
-        *,
-        user_id: str | None = None,
-    ) -> AgentState:
-        started = time.perf_counter()
-        conversation_id, user_id, _ = check_call(conversation_id, user_id)
-        if not isinstance(options, LoadOptions):
-            raise ValidationError("options", f"must be LoadOptions, not {type(options).__name__}")
-        db = self._db
+    async def read(
+        self, conversation_id: str, options: LoadOptions, *, user_id: str | None
+    ) -> StoredView | None:
+        """What ``options`` select of one conversation (see ``StorageBackend.read``)."""
 
-        async def body(tx: Tx) -> tuple[AgentState, list[Message], list[ContextItem], Any]:
-            row, message_rows = await self._state_and_messages(
-                tx, conversation_id, user_id, options
-            )
+        async def body(tx: Tx) -> StoredView | None:
+            found = await self._state_and_messages(tx, conversation_id, user_id, options)
+            if found is None:
+                return None
+            row, message_rows = found
             try:
                 focus_areas = jsoncodec.loads(row[2])
                 messages = self._messages(message_rows)
                 items = await self._load_items(tx, conversation_id, options, focus_areas)
-                state, metadata_json = self._build_state(
-                    conversation_id, row, focus_areas, messages, items
-                )
+                return self._view(row, focus_areas, messages, items)
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptState(conversation_id, str(exc)) from exc
-            return state, messages, items, metadata_json
 
-        state, messages, items, metadata_json = await db.run(body, write=False)
-        remember_loaded(state, conversation_id, options, self._store_key, metadata_json)
-        self._observer.done("load_state", conversation_id, started, 1 + len(messages) + len(items))
-        return state
+        return await self._db.run(body, write=False)
 
-    def _build_state(
+    def _view(
         self,
-        conversation_id: str,
         row: Sequence[Any],
         focus_areas: Any,
         messages: list[Message],
         items: list[ContextItem],
-    ) -> tuple[AgentState, dict[str, str]]:
+    ) -> StoredView:
         db = self._db
         metadata = {key: jsoncodec.loads(value) for key, value in jsoncodec.loads(row[9] or "[]")}
-        # Re-encoded, not the stored text: JSONB normalises spacing and key order, and the
-        # next save compares against our own encoding.
-        metadata_json = {key: jsoncodec.dumps(value) for key, value in metadata.items()}
         # Shapes a hand edit could break: checked, so the error names the conversation.
         if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
             raise ValueError("focus_areas is not a list of strings")
         if type(row[3]) is not int:  # SQLite keeps whatever type an edit wrote
             raise ValueError(f"step_count is not an integer: {row[3]!r}")
-        state = AgentState(
-            user_input=row[1],
-            focus_areas=focus_areas,
-            step_count=row[3],
-            last_tool_result=jsoncodec.loads(row[4]),
-            conversation_history=messages,
-            memory_context=items,
-            metadata=metadata,
-            conversation_id=conversation_id,
+        return StoredView(
             user_id=row[0],
             version=row[5],
             created_at=db.ts_out(row[7]),
             updated_at=db.ts_out(row[8]),
-            history_start=messages[0].seq if messages and messages[0].seq is not None else row[6],
-            history_total=row[6],
+            message_count=row[6],
+            user_input=row[1],
+            focus_areas=focus_areas,
+            step_count=row[3],
+            last_tool_result=jsoncodec.loads(row[4]),
+            messages=messages,
+            items=items,
+            metadata=metadata,
         )
-        return state, metadata_json
 
     async def _state_and_messages(
         self, tx: Tx, conversation_id: str, user_id: str | None, options: LoadOptions
-    ) -> tuple[Sequence[Any], list[Sequence[Any]]]:
-        """The state row and the message rows ``options`` asks for, in seq order.
+    ) -> tuple[Sequence[Any], list[Sequence[Any]]] | None:
+        """The state row and the message rows ``options`` asks for, in seq order (None:
+        no such conversation, or another user's).
 
         The messages are bounded by the state row's ``message_count``, so an append
         cannot show up half-way. A window, where a statement costs a round trip
         (``Database.statements_are_round_trips``), comes with the state row in one
         statement: a UNION of the state row (message columns NULL, sorted first) and
         the window's rows (state columns NULL). Not a whole history: sorting it would
-        spill to disk past ``work_mem`` (10,000 messages: 111 -> 216 ms), for a round
+        spill to disk past ``work_mem`` on a long history, for a round
         trip that is nothing next to its transfer. In process (SQLite) two plain
         statements are faster than the UNION's sort."""
         db = self._db
@@ -555,7 +467,7 @@ class NormalizedBackend(DatabaseBackend):
         if not (db.statements_are_round_trips and options.last_messages is not None):
             row = await tx.fetchrow(state_sql, *p.values)
             if row is None:
-                raise ConversationNotFound(conversation_id)
+                return None
             if options.last_messages == 0:
                 return row, []
             p = _Params(conversation_id, row[6])
@@ -571,7 +483,7 @@ class NormalizedBackend(DatabaseBackend):
             )
         rows = await tx.fetch(sql, *p.values)
         if not rows:
-            raise ConversationNotFound(conversation_id)
+            return None
         return rows[0][_STATE_AT:], rows[1:]
 
     def _messages_sql(self, p: _Params, count: str, options: LoadOptions) -> str:
@@ -590,7 +502,6 @@ class NormalizedBackend(DatabaseBackend):
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
         ts_out = self._db.ts_out
         loads = jsoncodec.loads
-        trusted = Message._trusted
         messages = []
         for row in rows:
             seq, role, content, message_type, tool_name, created_at, meta = row[:_STATE_AT]
@@ -598,7 +509,16 @@ class NormalizedBackend(DatabaseBackend):
             if type(metadata) is not dict:
                 raise ValueError(f"message {seq}: metadata is not a JSON object")
             messages.append(
-                trusted(role, content, message_type, tool_name, ts_out(created_at), metadata, seq)
+                Message(
+                    role,
+                    content,
+                    message_type,
+                    tool_name,
+                    ts_out(created_at),
+                    metadata,
+                    seq,
+                    True,  # validated: checked when it was saved
+                )
             )
         return messages
 
@@ -634,31 +554,33 @@ class NormalizedBackend(DatabaseBackend):
             if type(metadata) is not dict:
                 raise ValueError(f"context item {item_id}: metadata is not a JSON object")
             items.append(
-                ContextItem._trusted(
-                    content, source, score, context_type, db.ts_out(created_at), metadata, item_id
+                ContextItem(
+                    content,
+                    source,
+                    score,
+                    context_type,
+                    db.ts_out(created_at),
+                    metadata,
+                    item_id,
+                    True,  # validated: checked when it was saved
                 )
             )
         return items
 
-    async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
-        started = time.perf_counter()
-        conversation_id, user_id, _ = check_call(conversation_id, user_id)
+    async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
+        """Delete a conversation (its rows go with it: ON DELETE CASCADE)."""
         p = _Params(conversation_id)
         sql = "DELETE FROM conversation_states WHERE conversation_id = $1"
         if user_id is not None:
             sql += OWNER.format(p.add(user_id))
         async with self._db.transaction() as tx:
             deleted = await tx.execute(sql, *p.values)
-        self._observer.done("delete_state", conversation_id, started, deleted)
         return deleted > 0
 
     async def list_conversations(
-        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+        self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
-        started = time.perf_counter()
-        user_id = check_optional_id(user_id, "user_id")
-        check_int(limit, "limit", minimum=1)
-        after = check_optional_id(after, "after")
+        """Conversations ordered by id (see ``StorageBackend.list_conversations``)."""
         p = _Params()
         where = []
         if user_id is not None:
@@ -674,8 +596,4 @@ class NormalizedBackend(DatabaseBackend):
         sql += f" ORDER BY conversation_id LIMIT {p.add(limit)}"
         rows = await self._db.run(lambda tx: tx.fetch(sql, *p.values), write=False)
         ts_out = self._db.ts_out
-        result = [
-            ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows
-        ]
-        self._observer.done("list_conversations", None, started, len(result))
-        return result
+        return [ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows]

@@ -10,7 +10,7 @@ A backend package runs it with the fixtures of ``statestore.testing.plugin``::
 
 The ``store`` fixture is parametrized over every backend registered through the
 ``statestore`` entry points; override ``backend_target`` to run only your own. Tests
-that need an optional ability (``BackendSpec.capabilities``) skip, visibly, on a
+that need an optional ability (the backend's ``capabilities``) skip, visibly, on a
 backend that does not declare it.
 """
 

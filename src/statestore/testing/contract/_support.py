@@ -2,7 +2,7 @@
 
 Tests need the ``store`` and ``backend_target`` fixtures of
 ``statestore.testing.plugin``. A test that needs an optional ability is decorated with
-``@requires("stable_item_ids")``; on a backend whose ``BackendSpec.capabilities`` lacks
+``@requires(Capability.STABLE_ITEM_IDS)``; on a backend whose ``capabilities`` lack
 it, the test is skipped with a message that says so, never passed silently.
 """
 
@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from ...core.backend import Capability
 from ...core.model import AgentState, ContextItem, Message
-from ..plugin import BackendTarget
+from ..plugin import BackendTarget, open_target
 
 __all__ = [
     "CAPABILITIES",
@@ -29,31 +30,34 @@ __all__ = [
     "rich_state",
 ]
 
-# The abilities contract tests may require (see BackendSpec.capabilities).
-CAPABILITIES = frozenset({"stable_item_ids", "incremental_writes", "persistent"})
+# The abilities contract tests may require (see StorageBackend.capabilities).
+CAPABILITIES = frozenset(Capability)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def requires(*capabilities: str) -> Callable[[F], F]:
+def requires(*capabilities: Capability | str) -> Callable[[F], F]:
     """Run the decorated test only on backends that declare every one of
-    ``capabilities``; skip it visibly elsewhere."""
-    unknown = set(capabilities) - CAPABILITIES
+    ``capabilities`` (``Capability`` members or their values); skip it visibly
+    elsewhere."""
+    unknown = {str(c) for c in capabilities} - CAPABILITIES
     if unknown:
         raise ValueError(f"unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
 
     def mark(test: F) -> F:
-        test.__statestore_requires__ = frozenset(capabilities)  # type: ignore[attr-defined]
+        needed = frozenset(Capability(c) for c in capabilities)
+        test.__statestore_requires__ = needed  # type: ignore[attr-defined]
         return test
 
     return mark
 
 
-def backend_capabilities(target: BackendTarget) -> frozenset[str]:
-    """The capabilities ``target``'s backend declares."""
-    return target.backend_spec().capabilities
+def backend_capabilities(target: BackendTarget, url: str | None) -> frozenset[Capability]:
+    """The capabilities ``target``'s backend declares, opened on ``url`` (the backend
+    is built, not opened: no I/O)."""
+    return open_target(target, url).capabilities
 
 
 class ContractTest:
@@ -63,8 +67,13 @@ class ContractTest:
     def _check_capabilities(
         self, request: pytest.FixtureRequest, backend_target: BackendTarget
     ) -> None:
-        needed: frozenset[str] = getattr(request.function, "__statestore_requires__", frozenset())
-        missing = needed - backend_capabilities(backend_target)
+        needed: frozenset[Capability] = getattr(
+            request.function, "__statestore_requires__", frozenset()
+        )
+        if not needed:
+            return
+        url = request.getfixturevalue("store_url")
+        missing = needed - backend_capabilities(backend_target, url)
         if missing:
             pytest.skip(f"backend {backend_target.backend!r} lacks {', '.join(sorted(missing))}")
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ...core.backend import StorageBackend
 from ...core.errors import ConversationNotFound, ValidationError
 from ...core.model import AgentState
 from ...core.query import StatePatch
+from ...core.store import Store
 from ._support import ContractTest, message, new_id, rich_state
 
 __all__ = ["TestOwnership", "TestNotFoundAndDelete", "TestListing", "TestValidation"]
@@ -21,12 +21,12 @@ __all__ = ["TestOwnership", "TestNotFoundAndDelete", "TestListing", "TestValidat
 class TestOwnership(ContractTest):
     """Invariant 6: another user's conversation is invisible, never revealed."""
 
-    async def _owned(self, store: StorageBackend) -> tuple[str, str, AgentState]:
+    async def _owned(self, store: Store) -> tuple[str, str, AgentState]:
         cid, owner = new_id(), new_id("user")
         await store.save_state(cid, rich_state(), user_id=owner)
         return cid, owner, await store.load_state(cid, user_id=owner)
 
-    async def test_every_operation_with_the_wrong_user(self, store: StorageBackend) -> None:
+    async def test_every_operation_with_the_wrong_user(self, store: Store) -> None:
         """load, save, update (with or without expected_version) and delete naming
         another user see ConversationNotFound or False, and change nothing."""
         cid, owner, before = await self._owned(store)
@@ -52,7 +52,7 @@ class TestOwnership(ContractTest):
         after = await store.load_state(cid, user_id=owner)
         assert after == before and after.version == 1 and after.user_id == owner
 
-    async def test_loaded_state_saved_by_another_user(self, store: StorageBackend) -> None:
+    async def test_loaded_state_saved_by_another_user(self, store: Store) -> None:
         """A state loaded by its owner and saved naming another user is refused."""
         cid, _, state = await self._owned(store)
         state.conversation_history.append(message(99))
@@ -60,7 +60,7 @@ class TestOwnership(ContractTest):
             await store.save_state(cid, state, user_id=new_id("user"))
         assert len((await store.load_state(cid)).conversation_history) == 24
 
-    async def test_owner_and_anonymous_calls_see_it(self, store: StorageBackend) -> None:
+    async def test_owner_and_anonymous_calls_see_it(self, store: Store) -> None:
         """The owner and calls naming no user see and change the conversation; its owner
         stays."""
         cid, owner, _ = await self._owned(store)
@@ -74,14 +74,14 @@ class TestOwnership(ContractTest):
         again = await store.load_state(cid, user_id=owner)
         assert again.user_input == "replaced" and again.user_id == owner
 
-    async def test_owner_can_delete(self, store: StorageBackend) -> None:
+    async def test_owner_can_delete(self, store: Store) -> None:
         """The owner deletes its conversation; it is then gone for everyone."""
         cid, owner, _ = await self._owned(store)
         assert await store.delete_state(cid, user_id=owner) is True
         with pytest.raises(ConversationNotFound):
             await store.load_state(cid)
 
-    async def test_conversation_without_owner_is_shared(self, store: StorageBackend) -> None:
+    async def test_conversation_without_owner_is_shared(self, store: Store) -> None:
         """A conversation saved without user_id is visible to a call naming any user."""
         cid = new_id()
         await store.save_state(cid, AgentState(user_input="shared"))
@@ -92,7 +92,7 @@ class TestOwnership(ContractTest):
 class TestNotFoundAndDelete(ContractTest):
     """Missing conversations and deletion."""
 
-    async def test_missing_conversation(self, store: StorageBackend) -> None:
+    async def test_missing_conversation(self, store: Store) -> None:
         """Loading or updating a conversation that never existed raises
         ConversationNotFound, which is also a KeyError naming the id."""
         cid = new_id()
@@ -104,7 +104,7 @@ class TestNotFoundAndDelete(ContractTest):
             await store.update_state(cid, StatePatch())
         assert await store.delete_state(cid) is False
 
-    async def test_delete(self, store: StorageBackend) -> None:
+    async def test_delete(self, store: Store) -> None:
         """delete_state removes everything: load fails, it is not listed, a second
         delete returns False, and the id can be used again from version 1."""
         cid, user = new_id(), new_id("user")
@@ -120,7 +120,7 @@ class TestNotFoundAndDelete(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded.user_id is None and len(loaded.conversation_history) == 1
 
-    async def test_delete_leaves_other_conversations(self, store: StorageBackend) -> None:
+    async def test_delete_leaves_other_conversations(self, store: Store) -> None:
         """Deleting one conversation does not touch another."""
         keep, drop = new_id(), new_id()
         await store.save_state(keep, rich_state())
@@ -132,7 +132,7 @@ class TestNotFoundAndDelete(ContractTest):
 class TestListing(ContractTest):
     """list_conversations: ordered by id, filtered by user, paged with limit/after."""
 
-    async def test_listing_and_paging(self, store: StorageBackend) -> None:
+    async def test_listing_and_paging(self, store: Store) -> None:
         """Seven conversations of a fresh user come back in id order, 3 at a time, with
         their version, message count, owner and times."""
         user = new_id("user")
@@ -170,7 +170,7 @@ class TestListing(ContractTest):
         first = infos[ids[0]]
         assert first.updated_at > first.created_at or first.version == 2
 
-    async def test_listing_everyone(self, store: StorageBackend) -> None:
+    async def test_listing_everyone(self, store: Store) -> None:
         """Without user_id every conversation is listed, in id order, starting after
         ``after``."""
         prefix = new_id("all")
@@ -182,7 +182,7 @@ class TestListing(ContractTest):
         everyone = [c.conversation_id for c in await store.list_conversations(limit=10_000)]
         assert everyone == sorted(everyone) and set(ids) <= set(everyone)
 
-    async def test_listing_order_is_by_code_point(self, store: StorageBackend) -> None:
+    async def test_listing_order_is_by_code_point(self, store: Store) -> None:
         """Ids are ordered by Unicode code point (case, punctuation and accents
         included), whatever the database's collation, and paging follows that order."""
         user, prefix = new_id("user"), new_id("order")
@@ -198,11 +198,11 @@ class TestListing(ContractTest):
             after = page[-1].conversation_id
         assert paged == sorted(ids)
 
-    async def test_unknown_user_lists_nothing(self, store: StorageBackend) -> None:
+    async def test_unknown_user_lists_nothing(self, store: Store) -> None:
         """A user with no conversations gets an empty list."""
         assert await store.list_conversations(user_id=new_id("user")) == []
 
-    async def test_bad_listing_arguments(self, store: StorageBackend) -> None:
+    async def test_bad_listing_arguments(self, store: Store) -> None:
         """A limit below 1 or a malformed id raises ValidationError."""
         bad: list[dict[str, Any]] = [{"limit": 0}, {"limit": -1}, {"after": ""}, {"user_id": 5}]
         for arguments in bad:
@@ -227,7 +227,7 @@ class TestValidation(ContractTest):
     """Bad values (NUL characters, lone surrogates, wrong types) raise ValidationError
     on every backend before any I/O, and nothing is written."""
 
-    async def test_bad_text_in_a_new_state(self, store: StorageBackend) -> None:
+    async def test_bad_text_in_a_new_state(self, store: Store) -> None:
         """Each state field holding NUL or a lone surrogate is refused (the error names
         the field); the conversation is not created."""
         for text in BAD_TEXT:
@@ -239,7 +239,7 @@ class TestValidation(ContractTest):
                 with pytest.raises(ConversationNotFound):
                     await store.load_state(cid)
 
-    async def test_bad_text_in_a_loaded_state(self, store: StorageBackend) -> None:
+    async def test_bad_text_in_a_loaded_state(self, store: Store) -> None:
         """A loaded state changed to hold bad text (next to valid appends) is refused and
         the stored state stays as it was."""
         cid = new_id()
@@ -259,7 +259,7 @@ class TestValidation(ContractTest):
         after = await store.load_state(cid)
         assert after == before and after.version == 1
 
-    async def test_bad_ids(self, store: StorageBackend) -> None:
+    async def test_bad_ids(self, store: Store) -> None:
         """A conversation id or user id with bad text is refused by every operation."""
         for text in BAD_TEXT:
             calls: list[Callable[[], Awaitable[object]]] = [
@@ -297,7 +297,7 @@ class TestValidation(ContractTest):
             else:
                 StatePatch(**{field: values[field]})
 
-    async def test_bad_values_write_nothing(self, store: StorageBackend) -> None:
+    async def test_bad_values_write_nothing(self, store: Store) -> None:
         """Out-of-range ints, non-finite floats, non-JSON values and wrong types raise
         ValidationError and create nothing."""
         bad_states = [
@@ -336,7 +336,7 @@ class TestValidation(ContractTest):
             with pytest.raises(ValidationError, match="timestamp"):
                 ContextItem(content="x", timestamp=when)
 
-    async def test_too_deep_json(self, store: StorageBackend) -> None:
+    async def test_too_deep_json(self, store: Store) -> None:
         """JSON nested deeper than 64 levels (or a cycle) is refused."""
         deep: Any = []
         for _ in range(70):

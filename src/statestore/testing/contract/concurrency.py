@@ -15,10 +15,10 @@ from collections import defaultdict
 
 import pytest
 
-from ...core.backend import StorageBackend
 from ...core.errors import ConversationNotFound, VersionConflict
 from ...core.model import AgentState, Message
 from ...core.query import LoadOptions, StatePatch
+from ...core.store import Store
 from ..plugin import BackendTarget
 from ._support import ContractTest, new_id
 
@@ -51,7 +51,7 @@ class TestConcurrentWriters(ContractTest):
     """Many tasks writing through one store at once."""
 
     async def test_concurrent_update_appends_are_all_kept_in_writer_order(
-        self, store: StorageBackend, backend_target: BackendTarget
+        self, store: Store, backend_target: BackendTarget
     ) -> None:
         """Many tasks appending with update_state to one conversation: every message is
         kept, each writer's messages in its own order, seqs 0..n-1 with no gap."""
@@ -76,7 +76,7 @@ class TestConcurrentWriters(ContractTest):
             assert ns == list(range(APPENDS_PER_WRITER)), f"{writer_id} out of order: {ns}"
 
     async def test_concurrent_save_appends_are_all_kept_as_whole_batches(
-        self, store: StorageBackend, backend_target: BackendTarget
+        self, store: Store, backend_target: BackendTarget
     ) -> None:
         """Tasks that each load a window, append two messages and save_state: every batch
         is kept whole and adjacent (one transaction), and nobody's messages are dropped."""
@@ -107,7 +107,7 @@ class TestConcurrentWriters(ContractTest):
             if m.role == "user":  # its assistant reply was saved in the same transaction
                 assert history[i + 1].content.split(":")[0] == m.content.split(":")[0]
 
-    async def test_versioned_increments_never_lose_an_update(self, store: StorageBackend) -> None:
+    async def test_versioned_increments_never_lose_an_update(self, store: Store) -> None:
         """Read-modify-write with expected_version from many tasks: the final counter
         equals the number of successful writes (no stale write got through), and every
         conflict reported a version that really had moved on (no false conflict)."""
@@ -138,7 +138,7 @@ class TestConcurrentWriters(ContractTest):
 
     async def test_fresh_version_always_succeeds_and_stale_one_always_fails(
         self,
-        store: StorageBackend,
+        store: Store,
     ) -> None:
         """A write naming the version it just read succeeds every time; one naming an
         older version raises VersionConflict and changes nothing, appends included."""
@@ -170,7 +170,7 @@ class TestConcurrentWriters(ContractTest):
         ).version == version + 1
 
     async def test_concurrent_creates_with_expected_version_zero_have_one_winner(
-        self, store: StorageBackend, backend_target: BackendTarget
+        self, store: Store, backend_target: BackendTarget
     ) -> None:
         """expected_version=0 ("must not exist yet") from many tasks at once: exactly one
         creates the conversation, the others get VersionConflict, the winner's state is
@@ -197,7 +197,7 @@ class TestConcurrentWriters(ContractTest):
         assert [m.content for m in stored.conversation_history] == [f"w{winners[0]}:0"]
 
     async def test_concurrent_unversioned_creates_all_succeed(
-        self, store: StorageBackend, backend_target: BackendTarget
+        self, store: Store, backend_target: BackendTarget
     ) -> None:
         """Replacing saves without a version on a conversation that does not exist
         yet, from many tasks at once: one creates it, the others replace it in turn
@@ -218,7 +218,7 @@ class TestConcurrentWriters(ContractTest):
         assert [m.content for m in stored.conversation_history] == [f"{stored.user_input}:0"]
 
     async def test_unversioned_scalar_updates_are_last_writer_wins(
-        self, store: StorageBackend, backend_target: BackendTarget
+        self, store: Store, backend_target: BackendTarget
     ) -> None:
         """Concurrent writes without a version: the stored scalars are those of the last
         write to commit (the one whose message got the highest seq), and appends made
@@ -254,7 +254,7 @@ class TestConcurrentWriters(ContractTest):
         }
 
     async def test_many_users_on_many_conversations_at_once(
-        self, store: StorageBackend, backend_target: BackendTarget
+        self, store: Store, backend_target: BackendTarget
     ) -> None:
         """Each of many users runs a conversation of several turns at the same time (more
         users than pooled connections on PostgreSQL: callers wait, nobody fails); every

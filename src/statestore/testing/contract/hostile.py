@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ...core.backend import StorageBackend
 from ...core.errors import ConversationNotFound, ValidationError
 from ...core.model import AgentState, ContextItem, Message
 from ...core.query import StatePatch
+from ...core.store import Store
 from ...core.validation import MAX_ID_LENGTH, MAX_JSON_DEPTH
 from ._support import ContractTest, new_id
 
@@ -187,7 +187,7 @@ def _state_with(field: str, text: str) -> AgentState:
     )
 
 
-async def _assert_absent(store: StorageBackend, cid: str) -> None:
+async def _assert_absent(store: Store, cid: str) -> None:
     with pytest.raises(ConversationNotFound):
         await store.load_state(cid)
 
@@ -198,7 +198,7 @@ class TestHostileText(ContractTest):
     @hostile_settings
     @given(field=st.sampled_from(FIELDS), text=any_text)
     async def test_any_text_round_trips_or_is_refused_before_writing(
-        self, store: StorageBackend, field: str, text: str
+        self, store: Store, field: str, text: str
     ) -> None:
         """Text with no NUL and no lone surrogate comes back equal in any field; text
         with one raises ValidationError and nothing is stored."""
@@ -215,9 +215,7 @@ class TestHostileText(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded.to_dict() == state.to_dict()
 
-    async def test_nul_and_lone_surrogates_are_refused_everywhere(
-        self, store: StorageBackend
-    ) -> None:
+    async def test_nul_and_lone_surrogates_are_refused_everywhere(self, store: Store) -> None:
         """The NUL policy: NUL and lone surrogates are refused in every field, by
         save_state and update_state alike, and the stored state does not change."""
         cid = new_id("nul")
@@ -243,7 +241,7 @@ class TestHostileText(ContractTest):
     @settings(hostile_settings, max_examples=EXAMPLES // 2)
     @given(stamps=st.lists(st.datetimes(timezones=_offsets), min_size=1, max_size=3))
     async def test_any_aware_timestamp_round_trips_or_is_refused(
-        self, store: StorageBackend, stamps: list[datetime]
+        self, store: Store, stamps: list[datetime]
     ) -> None:
         """Aware timestamps from year 1 to 9999 at any UTC offset: messages and items
         come back at the same instant, in UTC, to the microsecond; one that is out of
@@ -265,7 +263,7 @@ class TestHostileText(ContractTest):
         assert [c.timestamp for c in loaded.memory_context] == expected
         assert all(m.timestamp.utcoffset() == timedelta(0) for m in loaded.conversation_history)
 
-    async def test_long_and_empty_strings_round_trip(self, store: StorageBackend) -> None:
+    async def test_long_and_empty_strings_round_trip(self, store: Store) -> None:
         """Empty strings and 200,000-character strings (astral characters included)
         come back equal in messages, keys and metadata."""
         long = "🧠a\u00e9" * 66_667
@@ -288,7 +286,7 @@ class TestHostileJson(ContractTest):
     @hostile_settings
     @given(value=json_like, where=st.sampled_from(["metadata", "result", "message", "patch"]))
     async def test_any_json_round_trips_or_is_refused_before_writing(
-        self, store: StorageBackend, value: Any, where: str
+        self, store: Store, value: Any, where: str
     ) -> None:
         """A JSON value anywhere JSON is stored: accepted ones come back equal; NaN,
         infinities, out-of-range ints, non-string keys and bad text raise
@@ -326,7 +324,7 @@ class TestHostileJson(ContractTest):
 
     @settings(hostile_settings, max_examples=EXAMPLES // 2)
     @given(depth=st.integers(1, MAX_JSON_DEPTH + 8), width=st.integers(0, 300))
-    async def test_deep_and_wide_json(self, store: StorageBackend, depth: int, width: int) -> None:
+    async def test_deep_and_wide_json(self, store: Store, depth: int, width: int) -> None:
         """Nesting up to the limit (64 levels from the top of the value) is stored
         whole, however wide; one level more is refused."""
         cid = new_id("deep")
@@ -339,7 +337,7 @@ class TestHostileJson(ContractTest):
         await store.save_state(cid, AgentState(last_tool_result=value))
         assert (await store.load_state(cid)).last_tool_result == value
 
-    async def test_very_wide_json_round_trips(self, store: StorageBackend) -> None:
+    async def test_very_wide_json_round_trips(self, store: Store) -> None:
         """An object of 5,000 keys and a list of 50,000 numbers come back equal."""
         cid = new_id("wide")
         wide = {f"key {i}": i * 0.5 for i in range(5_000)}
@@ -347,7 +345,7 @@ class TestHostileJson(ContractTest):
         await store.save_state(cid, state)
         assert (await store.load_state(cid)).to_dict() == state.to_dict()
 
-    async def test_non_json_values_are_refused_everywhere(self, store: StorageBackend) -> None:
+    async def test_non_json_values_are_refused_everywhere(self, store: Store) -> None:
         """NaN, infinities, out-of-range ints, non-string keys and non-JSON types are a
         ValidationError in every JSON field, and nothing is written."""
         cid = new_id("bad")
@@ -369,7 +367,7 @@ class TestHostileJson(ContractTest):
         assert (loaded.version, loaded.metadata) == (1, {"keep": 1})
 
     @pytest.mark.parametrize("kind", ["list", "dict"])
-    async def test_cycles_are_refused(self, store: StorageBackend, kind: str) -> None:
+    async def test_cycles_are_refused(self, store: Store, kind: str) -> None:
         """A self-referencing list or dict raises ValidationError, not RecursionError."""
         cycle: Any = []
         if kind == "list":
@@ -384,7 +382,7 @@ class TestHostileJson(ContractTest):
             await store.save_state(cid, AgentState(last_tool_result=cycle))
         await _assert_absent(store, cid)
 
-    async def test_bad_step_counts_are_refused(self, store: StorageBackend) -> None:
+    async def test_bad_step_counts_are_refused(self, store: Store) -> None:
         """step_count is an int in 0..2**63-1: anything else is refused; the maximum
         itself is stored."""
         cid = new_id("step")
@@ -397,7 +395,7 @@ class TestHostileJson(ContractTest):
         assert (await store.load_state(cid)).step_count == 2**63 - 1
 
     async def test_value_broken_after_validation_rolls_the_whole_save_back(
-        self, store: StorageBackend
+        self, store: Store
     ) -> None:
         """A message whose metadata is made unencodable after it was built (its dict
         stays mutable) fails the save with ValidationError, and nothing of the save
@@ -417,9 +415,7 @@ class TestHostileJson(ContractTest):
         assert loaded.user_input == "v1" and loaded.metadata == {}
         assert [m.content for m in loaded.conversation_history] == ["kept"]
 
-    async def test_nan_put_in_metadata_after_building_is_refused(
-        self, store: StorageBackend
-    ) -> None:
+    async def test_nan_put_in_metadata_after_building_is_refused(self, store: Store) -> None:
         """A NaN put into a message's or item's metadata after it was built is a
         ValidationError on save and update, never silently stored as null."""
         cid = new_id("nan")
@@ -475,7 +471,7 @@ BAD_IDS: list[Any] = [
 class TestHostileIds(ContractTest):
     """Conversation and user ids: documented rules, enforced; SQL is just data."""
 
-    async def test_sql_looking_ids_are_plain_data(self, store: StorageBackend) -> None:
+    async def test_sql_looking_ids_are_plain_data(self, store: Store) -> None:
         """Quotes, semicolons and SQL fragments as conversation and user ids work in
         every operation and touch no other conversation."""
         bystander = new_id("bystander")
@@ -484,7 +480,7 @@ class TestHostileIds(ContractTest):
             await self._round_trip_id(store, hostile)
         assert (await store.load_state(bystander)).user_input == "untouched"
 
-    async def _round_trip_id(self, store: StorageBackend, hostile: str) -> None:
+    async def _round_trip_id(self, store: Store, hostile: str) -> None:
         cid = hostile if len(hostile) == MAX_ID_LENGTH else f"{hostile}{new_id('')}"
         await store.save_state(cid, AgentState(user_input=hostile), user_id=hostile)
         await store.update_state(
@@ -504,7 +500,7 @@ class TestHostileIds(ContractTest):
         assert await store.delete_state(cid, user_id=hostile)
         await _assert_absent(store, cid)
 
-    async def test_bad_ids_are_refused_by_every_operation(self, store: StorageBackend) -> None:
+    async def test_bad_ids_are_refused_by_every_operation(self, store: Store) -> None:
         """An empty, too long, padded, control-character or non-string id raises
         ValidationError from every operation, as conversation id and as user id."""
         good = new_id("good")
@@ -512,7 +508,7 @@ class TestHostileIds(ContractTest):
             await self._refused_everywhere(store, bad, good)
         await _assert_absent(store, good)
 
-    async def _refused_everywhere(self, store: StorageBackend, bad: Any, good: str) -> None:
+    async def _refused_everywhere(self, store: Store, bad: Any, good: str) -> None:
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: store.save_state(bad, AgentState()),
             lambda: store.load_state(bad),
@@ -532,7 +528,7 @@ class TestHostileIds(ContractTest):
     @settings(hostile_settings, max_examples=EXAMPLES // 2)
     @given(conversation_id=st.text(_any_char, max_size=300), user_id=any_text)
     async def test_any_id_round_trips_or_is_refused(
-        self, store: StorageBackend, conversation_id: str, user_id: str
+        self, store: Store, conversation_id: str, user_id: str
     ) -> None:
         """Arbitrary strings as ids: those the rules allow are stored and found again
         under exactly that id; the others raise ValidationError and store nothing."""

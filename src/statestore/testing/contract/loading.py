@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from ...core.backend import StorageBackend
 from ...core.errors import ValidationError
 from ...core.model import AgentState
 from ...core.query import LoadOptions
+from ...core.store import Store
 from ._support import ContractTest, item, message, new_id, rich_state
 
 __all__ = ["TestLoadOptions"]
@@ -75,15 +75,13 @@ def _describe(options: LoadOptions) -> str:
 class TestLoadOptions(ContractTest):
     """Invariant 7: the same LoadOptions give the same answers on every backend."""
 
-    async def _saved(
-        self, store: StorageBackend, state: AgentState | None = None
-    ) -> tuple[str, AgentState]:
+    async def _saved(self, store: Store, state: AgentState | None = None) -> tuple[str, AgentState]:
         cid = new_id()
         state = state or rich_state()
         await store.save_state(cid, state)  # gives the state its seqs and item ids
         return cid, state
 
-    async def test_message_options(self, store: StorageBackend) -> None:
+    async def test_message_options(self, store: Store) -> None:
         """Each message option (and combination) loads the messages select_messages
         picks, with their seqs, and the window bounds that go with them."""
         cid, whole = await self._saved(store)
@@ -105,7 +103,7 @@ class TestLoadOptions(ContractTest):
                 wrong.append(f"{_describe(options)}: message options changed the context")
         assert not wrong, "\n".join(wrong)
 
-    async def test_context_options(self, store: StorageBackend) -> None:
+    async def test_context_options(self, store: Store) -> None:
         """Each context option (and combination) loads the items select_context picks,
         in saved order, with their ids."""
         cid, whole = await self._saved(store)
@@ -129,7 +127,7 @@ class TestLoadOptions(ContractTest):
                 wrong.append(f"{_describe(options)}: scalar fields differ")
         assert not wrong, "\n".join(wrong)
 
-    async def test_context_limit_ties_keep_the_earlier_item(self, store: StorageBackend) -> None:
+    async def test_context_limit_ties_keep_the_earlier_item(self, store: Store) -> None:
         """context_limit keeps the k most relevant; among equal scores the earlier item,
         and returns them in saved order."""
         state = AgentState(
@@ -139,7 +137,7 @@ class TestLoadOptions(ContractTest):
         loaded = await store.load_state(cid, LoadOptions(context_limit=3))
         assert [c.content for c in loaded.memory_context] == ["item 0", "item 1", "item 3"]
 
-    async def test_focus_only_follows_the_stored_focus_areas(self, store: StorageBackend) -> None:
+    async def test_focus_only_follows_the_stored_focus_areas(self, store: Store) -> None:
         """focus_only keeps items whose context_type is a focus area; none when the
         state has no focus areas."""
         state = AgentState(
@@ -154,7 +152,7 @@ class TestLoadOptions(ContractTest):
         focused = await store.load_state(cid, LoadOptions(focus_only=True))
         assert [c.content for c in focused.memory_context] == ["item 1"]
 
-    async def test_options_on_an_empty_conversation(self, store: StorageBackend) -> None:
+    async def test_options_on_an_empty_conversation(self, store: Store) -> None:
         """Every option applied to an empty conversation loads an empty state whose
         window starts at 0."""
         cid, _ = await self._saved(store, AgentState())
@@ -163,7 +161,7 @@ class TestLoadOptions(ContractTest):
             assert loaded.conversation_history == [] and loaded.memory_context == []
             assert (loaded.history_start, loaded.history_total) == (0, 0), _describe(options)
 
-    async def test_window_bounds(self, store: StorageBackend) -> None:
+    async def test_window_bounds(self, store: Store) -> None:
         """A window of the last 3 of 10 messages starts at seq 7 of 10; a window of 0
         starts at the end."""
         cid, _ = await self._saved(
@@ -192,7 +190,7 @@ class TestLoadOptions(ContractTest):
         with pytest.raises(ValidationError):
             LoadOptions(**bad)  # type: ignore[arg-type]
 
-    async def test_options_must_be_load_options(self, store: StorageBackend) -> None:
+    async def test_options_must_be_load_options(self, store: Store) -> None:
         """Passing something other than LoadOptions raises ValidationError."""
         cid, _ = await self._saved(store, AgentState())
         with pytest.raises(ValidationError):

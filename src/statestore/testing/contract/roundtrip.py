@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ...core.backend import StorageBackend
 from ...core.model import AgentState, ContextItem, Message
+from ...core.store import Store
 from ..plugin import BackendTarget, open_target
 from ._support import ContractTest, item, message, new_id, requires, rich_state
 
@@ -32,7 +32,7 @@ def assert_same_state(loaded: AgentState, saved: AgentState) -> None:
 class TestRoundTrip(ContractTest):
     """Invariant 1: load_state(save_state(s)) equals s."""
 
-    async def test_every_field_round_trips(self, store: StorageBackend) -> None:
+    async def test_every_field_round_trips(self, store: Store) -> None:
         """A state with every field set loads back equal."""
         cid = new_id()
         state = rich_state()
@@ -43,7 +43,7 @@ class TestRoundTrip(ContractTest):
         assert saved.message_count == loaded.history_total == len(state.conversation_history)
         assert loaded.conversation_id == cid
 
-    async def test_empty_state_round_trips(self, store: StorageBackend) -> None:
+    async def test_empty_state_round_trips(self, store: Store) -> None:
         """A default AgentState (empty lists, empty dicts, empty input) loads back equal."""
         cid = new_id()
         await store.save_state(cid, AgentState())
@@ -52,7 +52,7 @@ class TestRoundTrip(ContractTest):
         assert loaded.conversation_history == [] and loaded.memory_context == []
         assert loaded.history_total == 0
 
-    async def test_explicit_none_values_round_trip(self, store: StorageBackend) -> None:
+    async def test_explicit_none_values_round_trip(self, store: Store) -> None:
         """None is kept where it is a value: user_input, last_tool_result, tool_name,
         JSON nulls inside metadata."""
         cid = new_id()
@@ -70,7 +70,7 @@ class TestRoundTrip(ContractTest):
         assert loaded.metadata == {"k": None, "list": [None]}
         assert_same_state(loaded, state)
 
-    async def test_empty_strings_are_not_none(self, store: StorageBackend) -> None:
+    async def test_empty_strings_are_not_none(self, store: Store) -> None:
         """Empty text stays empty text (not None), in every text field that allows it."""
         cid = new_id()
         state = AgentState(
@@ -86,7 +86,7 @@ class TestRoundTrip(ContractTest):
         assert loaded.conversation_history[0].tool_name == ""
         assert_same_state(loaded, state)
 
-    async def test_unicode_round_trips(self, store: StorageBackend) -> None:
+    async def test_unicode_round_trips(self, store: Store) -> None:
         """CJK, right-to-left, emoji and control-like text round trip in every text
         field, metadata keys included."""
         for text in UNICODE_TEXTS:
@@ -109,7 +109,7 @@ class TestRoundTrip(ContractTest):
             loaded = await store.load_state(cid)
             assert loaded.to_dict() == state.to_dict(), text
 
-    async def test_json_values_round_trip(self, store: StorageBackend) -> None:
+    async def test_json_values_round_trip(self, store: Store) -> None:
         """JSON values at the edges of what is allowed come back equal and of the same
         type: 64-bit ints, floats large and small, nesting 60 levels deep."""
         cid = new_id()
@@ -138,7 +138,7 @@ class TestRoundTrip(ContractTest):
             assert type(loaded.metadata[key]) is type(value), key
             assert type(loaded.last_tool_result[key]) is type(value), key
 
-    async def test_timestamps_round_trip_in_utc(self, store: StorageBackend) -> None:
+    async def test_timestamps_round_trip_in_utc(self, store: Store) -> None:
         """Message and item timestamps keep their instant to the microsecond, in UTC."""
         from datetime import timedelta, timezone
 
@@ -155,7 +155,7 @@ class TestRoundTrip(ContractTest):
         assert loaded.memory_context[0].timestamp == when
         assert loaded.conversation_history[0].timestamp.utcoffset() == timedelta(0)
 
-    async def test_extreme_timestamps_round_trip(self, store: StorageBackend) -> None:
+    async def test_extreme_timestamps_round_trip(self, store: Store) -> None:
         """Timestamps from year 1 to year 9999 round trip to the microsecond."""
         from datetime import UTC, datetime
 
@@ -174,7 +174,7 @@ class TestRoundTrip(ContractTest):
         assert [m.timestamp for m in loaded.conversation_history] == extremes
         assert [c.timestamp for c in loaded.memory_context] == extremes
 
-    async def test_order_is_by_seq_not_timestamp(self, store: StorageBackend) -> None:
+    async def test_order_is_by_seq_not_timestamp(self, store: Store) -> None:
         """Messages come back in saved order even when timestamps run backwards; items in
         saved order too."""
         cid = new_id()
@@ -186,7 +186,7 @@ class TestRoundTrip(ContractTest):
         assert [m.content for m in loaded.conversation_history] == [m.content for m in history]
         assert [c.content for c in loaded.memory_context] == [c.content for c in items]
 
-    async def test_seqs_are_positions(self, store: StorageBackend) -> None:
+    async def test_seqs_are_positions(self, store: Store) -> None:
         """Loaded messages carry seq 0..n-1 and items distinct ids."""
         cid = new_id()
         await store.save_state(cid, rich_state())
@@ -195,7 +195,7 @@ class TestRoundTrip(ContractTest):
         ids = [c.item_id for c in loaded.memory_context]
         assert None not in ids and len(set(ids)) == len(ids)
 
-    async def test_save_updates_the_state_object(self, store: StorageBackend) -> None:
+    async def test_save_updates_the_state_object(self, store: Store) -> None:
         """After a save the object tracks what is stored: seqs, item ids, version, ids."""
         cid = new_id()
         user = new_id("user")
@@ -213,7 +213,7 @@ class TestRoundTrip(ContractTest):
             c.item_id for c in state.memory_context
         ]
 
-    async def test_unloaded_state_replaces_what_is_stored(self, store: StorageBackend) -> None:
+    async def test_unloaded_state_replaces_what_is_stored(self, store: Store) -> None:
         """A state built in memory replaces the stored one (renumbered from seq 0), so the
         round trip holds for it too."""
         cid = new_id()
@@ -231,7 +231,7 @@ class TestRoundTrip(ContractTest):
         assert result.version == loaded.version == 2
         assert result.message_count == 2
 
-    async def test_state_loaded_elsewhere_is_copied_whole(self, store: StorageBackend) -> None:
+    async def test_state_loaded_elsewhere_is_copied_whole(self, store: Store) -> None:
         """A state loaded from one conversation and saved under another id copies it
         whole; the source is untouched."""
         source, copy = new_id(), new_id()
@@ -242,7 +242,7 @@ class TestRoundTrip(ContractTest):
         assert_same_state(await store.load_state(copy), loaded)
         assert len((await store.load_state(source)).conversation_history) == 24
 
-    async def test_messages_and_items_are_values(self, store: StorageBackend) -> None:
+    async def test_messages_and_items_are_values(self, store: Store) -> None:
         """One Message object saved twice in a history is stored twice."""
         cid = new_id()
         same = Message(role="user", content="twice")
@@ -274,7 +274,7 @@ class TestRoundTrip(ContractTest):
 class TestLargeData(ContractTest):
     """Large texts and long histories round trip, and windows stay correct."""
 
-    async def test_one_megabyte_message(self, store: StorageBackend) -> None:
+    async def test_one_megabyte_message(self, store: Store) -> None:
         """A 1 MB message (multi-byte characters included) round trips exactly."""
         cid = new_id()
         big = ("0123456789abcdef" * 65536)[:-8] + "日本語🧠🤖"
@@ -288,7 +288,7 @@ class TestLargeData(ContractTest):
         assert loaded.conversation_history[0].content == big
         assert_same_state(loaded, state)
 
-    async def test_ten_thousand_messages(self, store: StorageBackend) -> None:
+    async def test_ten_thousand_messages(self, store: Store) -> None:
         """A 10,000-message conversation round trips; a window of its last 20 and an
         append after it behave as on a small one."""
         cid = new_id()

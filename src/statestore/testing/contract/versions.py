@@ -9,10 +9,10 @@ import asyncio
 
 import pytest
 
-from ...core.backend import StorageBackend
 from ...core.errors import ConversationNotFound, StateStoreError, VersionConflict
 from ...core.model import AgentState
 from ...core.query import LoadOptions, StatePatch
+from ...core.store import Store
 from ._support import ContractTest, item, message, new_id, rich_state
 
 __all__ = ["TestVersions", "TestAtomicWrites", "TestStaleCopies"]
@@ -21,7 +21,7 @@ __all__ = ["TestVersions", "TestAtomicWrites", "TestStaleCopies"]
 class TestVersions(ContractTest):
     """Invariant 5: versions and optimistic concurrency."""
 
-    async def test_every_write_increments_the_version(self, store: StorageBackend) -> None:
+    async def test_every_write_increments_the_version(self, store: Store) -> None:
         """save, save, update, save: versions 1, 2, 3, 4, as loads report."""
         cid = new_id()
         state = AgentState()
@@ -33,7 +33,7 @@ class TestVersions(ContractTest):
         assert versions == [1, 2, 3, 4]
         assert (await store.load_state(cid)).version == 4
 
-    async def test_matching_expected_version_writes(self, store: StorageBackend) -> None:
+    async def test_matching_expected_version_writes(self, store: Store) -> None:
         """expected_version equal to the stored version lets save and update through."""
         cid = new_id()
         await store.save_state(cid, AgentState(), expected_version=0)
@@ -43,7 +43,7 @@ class TestVersions(ContractTest):
         patch = StatePatch(step_count=3)
         assert (await store.update_state(cid, patch, expected_version=2)).version == 3
 
-    async def test_expected_version_zero_means_new(self, store: StorageBackend) -> None:
+    async def test_expected_version_zero_means_new(self, store: Store) -> None:
         """expected_version=0 creates a conversation, and raises VersionConflict (writing
         nothing) when it already exists."""
         cid = new_id()
@@ -55,7 +55,7 @@ class TestVersions(ContractTest):
         loaded = await store.load_state(cid)
         assert (loaded.user_input, loaded.version) == ("first", 1)
 
-    async def test_stale_save_conflicts_and_changes_nothing(self, store: StorageBackend) -> None:
+    async def test_stale_save_conflicts_and_changes_nothing(self, store: Store) -> None:
         """A save naming a stale version raises VersionConflict with both versions and
         leaves the stored state as it was."""
         cid = new_id()
@@ -69,7 +69,7 @@ class TestVersions(ContractTest):
         after = await store.load_state(cid)
         assert after == before and after.version == 2
 
-    async def test_stale_update_conflicts_and_changes_nothing(self, store: StorageBackend) -> None:
+    async def test_stale_update_conflicts_and_changes_nothing(self, store: Store) -> None:
         """An update naming a stale version raises VersionConflict and applies no part
         of the patch."""
         cid = new_id()
@@ -87,7 +87,7 @@ class TestVersions(ContractTest):
         after = await store.load_state(cid)
         assert after == before and after.version == 1
 
-    async def test_expected_version_of_missing_conversation(self, store: StorageBackend) -> None:
+    async def test_expected_version_of_missing_conversation(self, store: Store) -> None:
         """A write naming a version >= 1 of a conversation that does not exist raises
         ConversationNotFound and creates nothing."""
         cid = new_id()
@@ -98,7 +98,7 @@ class TestVersions(ContractTest):
         with pytest.raises(ConversationNotFound):
             await store.load_state(cid)
 
-    async def test_loaded_state_knows_its_version(self, store: StorageBackend) -> None:
+    async def test_loaded_state_knows_its_version(self, store: Store) -> None:
         """A loaded state's version is what to pass as expected_version; the object's
         version follows its own saves."""
         cid = new_id()
@@ -111,7 +111,7 @@ class TestVersions(ContractTest):
         await store.save_state(cid, state, expected_version=state.version)
         assert (await store.load_state(cid)).version == 3
 
-    async def test_ten_concurrent_appends_are_all_kept(self, store: StorageBackend) -> None:
+    async def test_ten_concurrent_appends_are_all_kept(self, store: Store) -> None:
         """10 concurrent update_state appends to one conversation are all stored, each
         with its own seq, and the version counts every write."""
         cid = new_id()
@@ -126,9 +126,7 @@ class TestVersions(ContractTest):
         assert [m.seq for m in loaded.conversation_history] == list(range(10))
         assert loaded.version == 11
 
-    async def test_concurrent_saves_of_loaded_states_keep_all_appends(
-        self, store: StorageBackend
-    ) -> None:
+    async def test_concurrent_saves_of_loaded_states_keep_all_appends(self, store: Store) -> None:
         """Five states loaded at the same version, each appending one message and saved
         concurrently without expected_version: all five messages are kept."""
         cid = new_id()
@@ -148,7 +146,7 @@ class TestVersions(ContractTest):
 class TestAtomicWrites(ContractTest):
     """Invariant 4: a write that fails leaves the previous state exactly as it was."""
 
-    async def test_losing_writer_of_a_race_writes_nothing(self, store: StorageBackend) -> None:
+    async def test_losing_writer_of_a_race_writes_nothing(self, store: Store) -> None:
         """Two writers load version 1 and save many changes with expected_version=1 at the
         same time: the database lets exactly one through; the other raises VersionConflict
         and none of its messages, items, metadata or scalars are stored."""
@@ -179,7 +177,7 @@ class TestAtomicWrites(ContractTest):
         assert loser not in loaded.metadata
         assert len(loaded.conversation_history) == 44
 
-    async def test_failed_batch_after_successful_writes(self, store: StorageBackend) -> None:
+    async def test_failed_batch_after_successful_writes(self, store: Store) -> None:
         """In a batch of writes the one that fails (stale version) is the only one
         missing: those before it are kept whole, it adds nothing."""
         cid = new_id()
@@ -204,7 +202,7 @@ class TestAtomicWrites(ContractTest):
         assert after == before and after.version == 4
         assert len(after.conversation_history) == 3 and after.step_count == 2
 
-    async def test_failed_save_leaves_the_state_object_usable(self, store: StorageBackend) -> None:
+    async def test_failed_save_leaves_the_state_object_usable(self, store: Store) -> None:
         """After a failed save the object still saves its changes once the cause is
         fixed (here: by reloading its version)."""
         cid = new_id()
@@ -219,7 +217,7 @@ class TestAtomicWrites(ContractTest):
         loaded = await store.load_state(cid)
         assert [m.content for m in loaded.conversation_history] == ["message 0", "message 1"]
 
-    async def test_errors_are_statestore_errors(self, store: StorageBackend) -> None:
+    async def test_errors_are_statestore_errors(self, store: Store) -> None:
         """VersionConflict and ConversationNotFound derive from StateStoreError."""
         cid = new_id()
         with pytest.raises(StateStoreError):
@@ -232,9 +230,7 @@ class TestAtomicWrites(ContractTest):
 class TestStaleCopies(ContractTest):
     """Writes from a state object that others have written past since it was loaded."""
 
-    async def test_concurrent_first_saves_without_expected_version(
-        self, store: StorageBackend
-    ) -> None:
+    async def test_concurrent_first_saves_without_expected_version(self, store: Store) -> None:
         """Five saves creating one new conversation at once, none naming a version, all
         succeed (a replacing save is last-writer-wins): no VersionConflict."""
         cid = new_id()
@@ -249,9 +245,7 @@ class TestStaleCopies(ContractTest):
         assert loaded.version == 5
         assert loaded.to_dict() in [s.to_dict() for s in states]
 
-    async def test_edit_after_a_concurrent_append_keeps_the_append(
-        self, store: StorageBackend
-    ) -> None:
+    async def test_edit_after_a_concurrent_append_keeps_the_append(self, store: Store) -> None:
         """A state loaded whole, then edited (a message replaced) after someone else
         appended, never deletes the message it did not load: the save raises
         VersionConflict (its positions are stale) and writes nothing."""
@@ -268,7 +262,7 @@ class TestStaleCopies(ContractTest):
         assert [m.content for m in after.conversation_history][-1] == "theirs"
 
     async def test_window_edit_after_a_concurrent_append_keeps_the_append(
-        self, store: StorageBackend
+        self, store: Store
     ) -> None:
         """The same with a window: a state loaded with last_messages=2 and edited after a
         concurrent append raises VersionConflict; reloaded, the edit goes through."""
@@ -286,7 +280,7 @@ class TestStaleCopies(ContractTest):
         contents = [m.content for m in loaded.conversation_history]
         assert contents == ["message 0", "message 1", "message 2", "message 3", "theirs"]
 
-    async def test_removal_from_a_stale_copy_removes_that_item(self, store: StorageBackend) -> None:
+    async def test_removal_from_a_stale_copy_removes_that_item(self, store: Store) -> None:
         """An item removed from a state after another writer removed an earlier item is
         the one removed (or the save raises VersionConflict); no other item is lost."""
         cid = new_id()

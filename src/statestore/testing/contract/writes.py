@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ...core.backend import StorageBackend
 from ...core.errors import ConversationNotFound, ValidationError
 from ...core.model import AgentState, Message
 from ...core.query import LoadOptions, StatePatch
+from ...core.store import Store
 from ._support import ContractTest, item, message, new_id, requires, rich_state
 
 __all__ = ["TestIncrementalSave", "TestStatePatch"]
@@ -23,7 +23,7 @@ def contents(state: AgentState) -> list[str]:
 class TestIncrementalSave(ContractTest):
     """Invariant 2: a state loaded (or saved) before writes only what changed."""
 
-    async def test_append_to_loaded_state(self, store: StorageBackend) -> None:
+    async def test_append_to_loaded_state(self, store: Store) -> None:
         """Appending to a loaded state and saving it keeps the old messages and gives
         the new ones the next seqs."""
         cid = new_id()
@@ -36,7 +36,7 @@ class TestIncrementalSave(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded == state
 
-    async def test_unchanged_state_saved_again(self, store: StorageBackend) -> None:
+    async def test_unchanged_state_saved_again(self, store: Store) -> None:
         """Saving a loaded state twice without changes duplicates nothing; each save is
         a write (version + 1) and the times agree with what loads report."""
         cid, user = new_id(), new_id("user")
@@ -54,7 +54,7 @@ class TestIncrementalSave(ContractTest):
         assert (listed.created_at, listed.updated_at) == (loaded.created_at, second.updated_at)
         assert (listed.version, listed.message_count) == (3, 24)
 
-    async def test_same_object_saved_turn_after_turn(self, store: StorageBackend) -> None:
+    async def test_same_object_saved_turn_after_turn(self, store: Store) -> None:
         """One state object saved after every turn keeps the store equal to it."""
         cid = new_id()
         state = AgentState()
@@ -68,7 +68,7 @@ class TestIncrementalSave(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded == state and loaded.to_dict() == state.to_dict()
 
-    async def test_window_never_deletes_unloaded_messages(self, store: StorageBackend) -> None:
+    async def test_window_never_deletes_unloaded_messages(self, store: Store) -> None:
         """A state loaded with last_messages=2, appended to and saved, keeps every
         message it did not load."""
         cid = new_id()
@@ -85,7 +85,7 @@ class TestIncrementalSave(ContractTest):
         assert [m.seq for m in loaded.conversation_history] == list(range(11))
         assert loaded.user_input == "next"
 
-    async def test_empty_window_then_append(self, store: StorageBackend) -> None:
+    async def test_empty_window_then_append(self, store: Store) -> None:
         """A state loaded with last_messages=0 appends after the stored history."""
         cid = new_id()
         await store.save_state(cid, AgentState(conversation_history=[message(i) for i in range(3)]))
@@ -94,7 +94,7 @@ class TestIncrementalSave(ContractTest):
         await store.save_state(cid, state)
         assert contents(await store.load_state(cid)) == [f"message {i}" for i in range(4)]
 
-    async def test_window_edit_rewrites_only_the_window(self, store: StorageBackend) -> None:
+    async def test_window_edit_rewrites_only_the_window(self, store: Store) -> None:
         """Editing the loaded tail (replace one message, drop another) rewrites the
         window and keeps what is before it."""
         cid = new_id()
@@ -109,7 +109,7 @@ class TestIncrementalSave(ContractTest):
         assert contents(loaded) == expected
         assert [m.seq for m in loaded.conversation_history] == list(range(5))
 
-    async def test_filtered_state_refuses_edits(self, store: StorageBackend) -> None:
+    async def test_filtered_state_refuses_edits(self, store: Store) -> None:
         """A state loaded with a message filter cannot edit or drop its loaded messages
         (ValidationError, nothing written) but can append."""
         cid = new_id()
@@ -137,7 +137,7 @@ class TestIncrementalSave(ContractTest):
         assert loaded.conversation_history[24].tool_name == "search"
         assert loaded.conversation_history[24].seq == 24
 
-    async def test_context_filter_never_deletes_unloaded_items(self, store: StorageBackend) -> None:
+    async def test_context_filter_never_deletes_unloaded_items(self, store: Store) -> None:
         """A state loaded with min_relevance and context_limit keeps unloaded items on
         save; removing a loaded item removes only that one."""
         cid = new_id()
@@ -152,7 +152,7 @@ class TestIncrementalSave(ContractTest):
         assert names == [f"item {i}" for i in range(10) if i != 8] + ["item 10"]
         assert removed.content not in names
 
-    async def test_metadata_changes(self, store: StorageBackend) -> None:
+    async def test_metadata_changes(self, store: Store) -> None:
         """Changing, adding and deleting metadata keys of a loaded state is saved."""
         cid = new_id()
         await store.save_state(cid, AgentState(metadata={"keep": 1, "change": [1], "drop": "x"}))
@@ -164,7 +164,7 @@ class TestIncrementalSave(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded.metadata == {"keep": 1, "change": [1, 2], "new": {"a": None}}
 
-    async def test_scalar_changes_of_loaded_state(self, store: StorageBackend) -> None:
+    async def test_scalar_changes_of_loaded_state(self, store: Store) -> None:
         """Scalar fields of a loaded state are saved, None included."""
         cid = new_id()
         await store.save_state(cid, rich_state())
@@ -179,7 +179,7 @@ class TestIncrementalSave(ContractTest):
         assert loaded.last_tool_result is None
         assert len(loaded.conversation_history) == 24
 
-    async def test_clearing_a_loaded_history_truncates(self, store: StorageBackend) -> None:
+    async def test_clearing_a_loaded_history_truncates(self, store: Store) -> None:
         """Emptying the history of a fully loaded state deletes the stored messages."""
         cid = new_id()
         await store.save_state(cid, AgentState(conversation_history=[message(0), message(1)]))
@@ -190,7 +190,7 @@ class TestIncrementalSave(ContractTest):
         assert (await store.load_state(cid)).conversation_history == []
 
     @requires("stable_item_ids")
-    async def test_item_ids_are_stable_and_never_reused(self, store: StorageBackend) -> None:
+    async def test_item_ids_are_stable_and_never_reused(self, store: Store) -> None:
         """Removing an item leaves the others' ids unchanged; a new item never gets the
         id of a removed one, even the newest."""
         cid = new_id()
@@ -223,7 +223,7 @@ SCALAR_PATCHES: list[dict[str, Any]] = [
 class TestStatePatch(ContractTest):
     """Invariant 3: update_state applies a StatePatch in one transaction."""
 
-    async def test_scalar_field_alone(self, store: StorageBackend) -> None:
+    async def test_scalar_field_alone(self, store: Store) -> None:
         """A patch of one scalar field (None included) sets it and leaves every other
         field as it was."""
         for fields in SCALAR_PATCHES:
@@ -237,7 +237,7 @@ class TestStatePatch(ContractTest):
                 setattr(expected, name, value)
             assert loaded.to_dict() == expected.to_dict(), fields
 
-    async def test_empty_patch_still_a_write(self, store: StorageBackend) -> None:
+    async def test_empty_patch_still_a_write(self, store: Store) -> None:
         """An empty patch changes no field but increments the version."""
         cid = new_id()
         await store.save_state(cid, rich_state())
@@ -246,7 +246,7 @@ class TestStatePatch(ContractTest):
         assert result.version == loaded.version == 2
         assert loaded.to_dict() == rich_state().to_dict()
 
-    async def test_append_messages(self, store: StorageBackend) -> None:
+    async def test_append_messages(self, store: Store) -> None:
         """append_messages extends the history with the next seqs."""
         cid = new_id()
         await store.save_state(cid, AgentState(conversation_history=[message(0)]))
@@ -256,7 +256,7 @@ class TestStatePatch(ContractTest):
         assert contents(loaded) == ["message 0", "message 1", "message 2"]
         assert [m.seq for m in loaded.conversation_history] == [0, 1, 2]
 
-    async def test_add_and_remove_context(self, store: StorageBackend) -> None:
+    async def test_add_and_remove_context(self, store: Store) -> None:
         """add_context appends items; remove_context removes the items with those ids
         (unknown ids are ignored)."""
         cid = new_id()
@@ -269,7 +269,7 @@ class TestStatePatch(ContractTest):
         assert [c.content for c in loaded.memory_context] == ["item 0", "item 2", "item 3"]
         assert loaded.memory_context[2].relevance_score == 0.9
 
-    async def test_set_and_delete_metadata(self, store: StorageBackend) -> None:
+    async def test_set_and_delete_metadata(self, store: Store) -> None:
         """set_metadata sets keys (None is a value), delete_metadata removes keys
         (missing keys are ignored), other keys stay."""
         cid = new_id()
@@ -281,7 +281,7 @@ class TestStatePatch(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded.metadata == {"a": None, "c": 3, "d": {"x": [1]}}
 
-    async def test_every_field_in_one_patch(self, store: StorageBackend) -> None:
+    async def test_every_field_in_one_patch(self, store: Store) -> None:
         """A patch with every field applies all of them in one write."""
         cid = new_id()
         await store.save_state(cid, rich_state())
@@ -312,7 +312,7 @@ class TestStatePatch(ContractTest):
         del expected.metadata["none"]
         assert loaded.to_dict() == expected.to_dict()
 
-    async def test_patch_then_loaded_state_save(self, store: StorageBackend) -> None:
+    async def test_patch_then_loaded_state_save(self, store: Store) -> None:
         """A state loaded before a patch and saved after it keeps the patch's appended
         messages (they are not in its window, so they are not its to delete)."""
         cid = new_id()
@@ -325,7 +325,7 @@ class TestStatePatch(ContractTest):
         assert contents(loaded) == ["message 0", "message 1", "message 2"]
         assert [m.seq for m in loaded.conversation_history] == [0, 1, 2]
 
-    async def test_patch_of_missing_conversation(self, store: StorageBackend) -> None:
+    async def test_patch_of_missing_conversation(self, store: Store) -> None:
         """update_state of a conversation that does not exist raises
         ConversationNotFound and creates nothing."""
         cid = new_id()
@@ -334,14 +334,14 @@ class TestStatePatch(ContractTest):
         with pytest.raises(ConversationNotFound):
             await store.load_state(cid)
 
-    async def test_patch_must_be_a_state_patch(self, store: StorageBackend) -> None:
+    async def test_patch_must_be_a_state_patch(self, store: Store) -> None:
         """Passing something other than a StatePatch raises ValidationError."""
         cid = new_id()
         await store.save_state(cid, AgentState())
         with pytest.raises(ValidationError):
             await store.update_state(cid, {"step_count": 1})  # type: ignore[arg-type]
 
-    async def test_appended_message_objects_are_not_modified(self, store: StorageBackend) -> None:
+    async def test_appended_message_objects_are_not_modified(self, store: Store) -> None:
         """Messages handed to a patch are values: the caller's objects stay as they were."""
         cid = new_id()
         await store.save_state(cid, AgentState())

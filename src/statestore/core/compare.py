@@ -1,7 +1,7 @@
-"""Comparing two copies of a conversation: what ``copy`` verifies and what the ``dual``
-backend reports. Only what travels between backends is compared: the owner and the
-content (``to_dict()``); versions, item ids and the conversation's own created_at and
-updated_at belong to each store."""
+"""Comparing two copies of a conversation: what ``statestore copy`` verifies and what
+the ``dual`` backend reports. Only what travels between stores is compared: the owner
+and the content (``AgentState.to_dict()``); versions, item ids and the conversation's
+own created_at and updated_at belong to each store."""
 
 from __future__ import annotations
 
@@ -9,16 +9,29 @@ from typing import Any
 
 import orjson
 
-from ..core.model import AgentState
+from .backend import StoredView
+from .model import AgentState
 
 __all__ = ["content_of", "describe_difference", "fresh_copy"]
 
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-def content_of(state: AgentState) -> dict[str, Any]:
+def content_of(state: AgentState | StoredView) -> dict[str, Any]:
     """What must be equal on both sides: the owner and the legacy document."""
-    return {"user_id": state.user_id, "state": state.to_dict()}
+    if isinstance(state, StoredView):
+        document = AgentState(
+            user_input=state.user_input,
+            focus_areas=state.focus_areas,
+            step_count=state.step_count,
+            last_tool_result=state.last_tool_result,
+            conversation_history=state.messages,
+            memory_context=state.items,
+            metadata=state.metadata,
+        ).to_dict()
+    else:
+        document = state.to_dict()
+    return {"user_id": state.user_id, "state": document}
 
 
 def _first_difference(a: Any, b: Any, path: str) -> str | None:
@@ -51,7 +64,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe_difference(a: AgentState, b: AgentState) -> str | None:
+def describe_difference(a: AgentState | StoredView, b: AgentState | StoredView) -> str | None:
     """None when ``a`` and ``b`` hold the same owner and content, else the first
     difference, e.g. ``state.conversation_history[3].content: 'x' against 'y'``."""
     left, right = content_of(a), content_of(b)
