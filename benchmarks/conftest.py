@@ -1,6 +1,7 @@
 """The benchmark suite: the scenarios of ``statestore.bench`` on every backend
 registered through entry points (each engine it accepts), next to the raw-driver
-baseline on the same schema, in the same run.
+baseline on the same schema (``raw.py``), in the same run. Every subject's database is
+emptied and measured the same way (``raw.RawStorage``).
 
 Full run (about N minutes on 2 cores)::
 
@@ -20,8 +21,9 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+from raw import RAW, RawStorage, RawSubject
 
-from statestore.bench import RAW, Subject, Target, make_subject
+from statestore.bench import StoreSubject, Subject, Target
 
 pytest_plugins = ["statestore.testing.plugin"]
 
@@ -138,9 +140,14 @@ def subject(
     """The open subject for ``bench_target``, on emptied tables."""
     fixture = "sqlite_url" if bench_target.engine == "sqlite" else "postgres_url"
     url: Any = request.getfixturevalue(fixture)
-    opened = make_subject(bench_target, str(url))
-    runner.run(opened.open())
+    storage = RawStorage(bench_target.engine, str(url))
+    opened: Subject = (
+        RawSubject(bench_target, str(url))
+        if bench_target.backend == RAW
+        else StoreSubject(bench_target, str(url), storage=storage)
+    )
     try:
+        runner.run(opened.open())
         yield opened
     finally:
         runner.run(opened.close())

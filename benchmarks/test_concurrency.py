@@ -9,8 +9,9 @@ import asyncio
 import pytest
 from conftest import TURNS, USERS
 from pytest_benchmark.fixture import BenchmarkFixture
+from raw import RAW
 
-from statestore.bench import RAW, Subject
+from statestore.bench import Subject
 from statestore.bench.scenarios import run_concurrency
 
 

@@ -159,6 +159,71 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert "COMMAND" in capsys.readouterr().err
 
 
+# -- start-up ---------------------------------------------------------------------------
+
+# What only some commands need: `--help` and `show` must not pay for importing it.
+# (SQLAlchemy itself is imported by core.config to parse URLs; its async engine is
+# migration code.)
+HEAVY = (
+    "alembic",
+    "sqlalchemy.ext.asyncio",
+    "statestore.migrations",
+    "statestore.bench",
+    "statestore.tools.copy",
+    "rich",
+    "matplotlib",
+)
+
+
+def _modules_after(*argv: str) -> set[str]:
+    """The modules a fresh interpreter has imported after running the command."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from statestore.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    status = main({list(argv)!r})\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["show", "conv-1"]])
+def test_light_commands_import_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
+    """`statestore --help` and `statestore show` import no benchmark, migration
+    (Alembic, SQLAlchemy's async engine), copy-tool or rich code."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    _save(url, "conv-1", _conversation())
+    extra = ["--url", url] if argv[0] == "show" and "--help" not in argv else []
+    modules = _modules_after(*argv, *extra)
+    assert "statestore.cli" in modules
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
+    assert heavy == []
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """The revision the backends check on open (known without importing Alembic) is
+    the head of the migrations: a new migration must set HEAD_REVISION."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert migrate.head_revision() == migrate.HEAD_REVISION == script.get_current_head()
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    """`python -m statestore.cli` is the same command."""
+    result = subprocess.run(
+        [sys.executable, "-m", "statestore.cli", "backends"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sqlite" in result.stdout.split()
+
+
 # -- migrate ----------------------------------------------------------------------------
 
 

@@ -227,3 +227,16 @@ async def test_pool_option_is_checked_before_any_io(postgres_url: str) -> None:
                 pass
     finally:
         await pool.close()
+
+
+def test_reads_are_told_from_writes() -> None:
+    """Only statements with no INSERT, UPDATE or DELETE, a CTE's included, count as
+    reads (a read meeting a dead connection is run again; a write is not)."""
+    from statestore.backends.postgres import _is_read
+
+    assert _is_read("SELECT user_id, updated_at FROM conversation_states WHERE x = $1")
+    assert _is_read("WITH s AS (SELECT * FROM conversation_states) SELECT s.* FROM s UNION ALL ...")
+    assert _is_read("(SELECT 1) UNION ALL (SELECT 2)")
+    assert not _is_read("WITH s AS (UPDATE conversation_states SET version = version + 1) SELECT 1")
+    assert not _is_read("insert into memory_metadata (key) values ($1)")
+    assert not _is_read("DELETE FROM conversation_messages WHERE seq >= $2")

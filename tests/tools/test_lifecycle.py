@@ -1,27 +1,31 @@
-"""Export/import, prune and stats."""
+"""Export/import, prune, and the backends' maintenance (stats, vacuum)."""
 
 from __future__ import annotations
 
+import ast
 import io
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 
 import statestore
-from statestore import AgentState, ValidationError
+from statestore import AgentState, Message, StateStoreError, ValidationError
 from statestore.backends.sqlite import sqlite_path
+from statestore.core.maintenance import Maintenance, maintenance_of
 from statestore.tools.copy import Problem
 from statestore.tools.lifecycle import (
     export_conversations,
     import_conversations,
     parse_age,
     prune_conversations,
-    table_stats,
 )
 
 from .conftest import CORRUPT_IDS, assert_arrived, build_legacy
+
+SRC = Path(statestore.__file__).parent
 
 
 async def _export(name: str, url: str, **kw: object) -> tuple[bytes, list[Problem]]:
@@ -137,7 +141,8 @@ async def test_prune_by_last_update(sqlite_url: str) -> None:
 
 
 async def test_stats_counts_both_layouts(sqlite_url: str) -> None:
-    """stats counts conversations, rows and bytes per table and ranks the largest."""
+    """The backend's storage_stats counts conversations, rows and bytes per table of
+    both layouts and ranks the largest; legacy-blob on the same file says the same."""
     good = await build_legacy(sqlite_url)
     async with (
         statestore.open_store("legacy-blob", sqlite_url) as source,
@@ -146,10 +151,89 @@ async def test_stats_counts_both_layouts(sqlite_url: str) -> None:
         state = await source.load_state("big")
         await target.save_state("big", AgentState.from_dict(state.to_dict()))
         await target.save_state("small", AgentState())
-    stats = await table_stats(sqlite_url, top=1)
+        stats = await maintenance_of(target).storage_stats(top=1)
+        same = await maintenance_of(source).storage_stats(top=1)
+    assert stats.engine == "sqlite"
     assert stats.conversations == 2
     assert stats.legacy_conversations == len(good) + len(CORRUPT_IDS)
     assert stats.rows["conversation_messages"] == 302
     assert stats.largest[0][0] == "big" and stats.largest[0][1] == 302
     assert stats.largest_legacy[0][0] == "big"
     assert stats.bytes["conversation_messages"] > 500_000
+    assert same == stats
+
+
+@pytest.mark.postgres
+async def test_stats_and_vacuum_on_postgres(postgres_url: str) -> None:
+    """On PostgreSQL the backend counts rows, sizes tables with their indexes and
+    vacuums them."""
+    async with statestore.open_store("postgres", postgres_url) as store:
+        big = [Message(role="user", content="x" * 1000) for _ in range(50)]
+        await store.save_state("stats-big", AgentState(conversation_history=big))
+        stats = await maintenance_of(store).storage_stats(top=100)
+        assert (
+            "VACUUM (ANALYZE) done on conversation_states" in await maintenance_of(store).vacuum()
+        )
+        await store.delete_state("stats-big")
+    assert stats.engine == "postgresql"
+    assert stats.rows["conversation_messages"] >= 50
+    assert stats.bytes["conversation_messages"] >= 50_000
+    assert ("stats-big", 50, 0, 50_000) in stats.largest
+
+
+async def test_vacuum_shrinks_the_sqlite_file(sqlite_url: str) -> None:
+    """After deleting a large conversation the file keeps its pages until the
+    backend's vacuum(), which gives them back; nothing else is lost."""
+    path = sqlite_path(sqlite_url)
+
+    def on_disk() -> int:
+        wal = path.with_name(path.name + "-wal")
+        return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    async with statestore.open_store("sqlite", sqlite_url) as store:
+        big = [Message(role="user", content="y" * 2000) for _ in range(500)]
+        await store.save_state("big", AgentState(conversation_history=big))
+        await store.save_state("kept", AgentState(user_input="stay"))
+        await store.delete_state("big")
+        upkeep = maintenance_of(store)
+        assert "does not shrink the file" in upkeep.vacuum_advice()
+        before = on_disk()
+        assert before > 500 * 2000
+        assert await upkeep.vacuum() == "SQLite: VACUUM and ANALYZE done."
+        assert on_disk() < 100_000
+        assert (await store.load_state("kept")).user_input == "stay"
+
+
+def test_maintenance_is_optional() -> None:
+    """A store without Maintenance is a clear error naming it, not an AttributeError."""
+
+    class NoUpkeep:
+        name = "memory"
+
+    assert not isinstance(NoUpkeep(), Maintenance)
+    with pytest.raises(StateStoreError, match="the memory backend offers no table statistics"):
+        maintenance_of(NoUpkeep())
+
+
+DRIVERS = ("sqlite3", "aiosqlite", "asyncpg", "sqlalchemy", "alembic")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports (relative imports resolved to statestore.*)."""
+    found = set()
+    package = "statestore." + ".".join(path.parent.relative_to(SRC).parts)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            found.add(f"{base}.{node.module}" if base and node.module else node.module or base)
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "tools").glob("*.py")), ids=lambda p: p.name)
+def test_tools_use_the_public_store_api_only(path: Path) -> None:
+    """A tool imports no database driver and no backend: it works through the store."""
+    modules = imported_modules(path)
+    assert not {m for m in modules if m.split(".")[0] in DRIVERS}
+    assert not {m for m in modules if m.startswith("statestore.backends")}

@@ -36,7 +36,8 @@ _NEWEST = (
     "(SELECT count(*) FROM memory_chunks WHERE conversation_id = $1), "
     "(SELECT created_at FROM memory_chunks WHERE conversation_id = $1 ORDER BY id LIMIT 1) "
     "FROM memory_chunks c "
-    "WHERE c.id = (SELECT max(id) FROM memory_chunks WHERE conversation_id = $1)"
+    "WHERE c.conversation_id = $1 "
+    "AND c.id = (SELECT max(id) FROM memory_chunks WHERE conversation_id = $1)"
 )
 _OWNED = " AND (c.user_id IS NULL OR c.user_id = $2)"
 _INSERT = (
@@ -170,7 +171,8 @@ class LegacyBlobBackend(DatabaseBackend):
         args: list[Any] = [conversation_id]
         if user_id is not None:
             sql += (
-                " AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.id = "
+                " AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.conversation_id = $1 "
+                "AND c.id = "
                 "(SELECT max(id) FROM memory_chunks WHERE conversation_id = $1) "
                 "AND c.user_id IS NOT NULL AND c.user_id <> $2)"
             )

@@ -34,8 +34,10 @@ When the connection or the server goes away:
 - a write is run again only when it provably never reached the server (its BEGIN
   failed, or the driver refused to send it on a connection it knew was closed). A
   write whose connection is lost after that raises BackendUnavailable and is never
-  repeated; lost during COMMIT, the message says the outcome is unknown (it is
-  wholly applied or not at all, never in part);
+  repeated. It is applied wholly or not at all, never in part: lost before its
+  COMMIT, it is rolled back; lost during COMMIT (the message says the outcome is
+  unknown), or during an append sent as one statement that commits on its own, it
+  may have been applied;
 - a connection found closed when taken from the pool is replaced.
 
 Caveats: the schema is not migrated on open unless ``migrate=True``; an out-of-date
@@ -49,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -132,10 +135,15 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError)
 
 
+_WRITE_KEYWORD = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
 def _is_read(sql: str) -> bool:
-    """Whether ``sql`` only reads: statestore's reads are plain SELECTs (a UNION of
-    them starts with a parenthesis); anything else counts as a write."""
-    return sql.lstrip("( \n")[:6].upper() == "SELECT"
+    """Whether ``sql`` only reads: no INSERT, UPDATE or DELETE anywhere in it (a CTE
+    included). Values are bound parameters, never in the text, so only statestore's
+    own SQL is searched; the texts repeat, hence the cache."""
+    return _WRITE_KEYWORD.search(sql) is None
 
 
 @functools.cache
@@ -361,9 +369,14 @@ class PostgresDatabase:
 
     engine = "postgresql"
     statements_are_round_trips = True
+    # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
+    # route a data-modifying INSERT CTE to one shard (set when the store opens).
+    one_statement_append = True
+    # $1 (the conversation id), not a correlated s.conversation_id: Citus routes a
+    # statement to one shard only if every table reference names the id.
     metadata_agg = (
         "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
-        "WHERE m.conversation_id = s.conversation_id)"
+        "WHERE m.conversation_id = $1)"
     )
 
     def __init__(
@@ -434,6 +447,10 @@ class PostgresDatabase:
         head = migrations.head_revision()
 
         async def body(tx: Tx) -> Any:
+            citus = await tx.fetchrow(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+            )
+            self.one_statement_append = not (citus and citus[0])
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
                 return None

@@ -1,9 +1,10 @@
 """Benchmarks: the scenarios shared by ``benchmarks/`` (pytest-benchmark) and the
-``statestore bench`` command, the subjects they run on (a registered backend, or the
-raw-driver baseline on the same schema) and the workload data."""
+``statestore bench`` command, the subject they run on (a registered backend, through
+the public API) and the workload data. The raw-driver baseline lives in
+``benchmarks/``, outside the package."""
 
 from .scenarios import SCENARIOS, Measurement, Prepared, Scenario, measure, run_concurrency
-from .subjects import RAW, Subject, Target, make_subject
+from .subjects import Storage, StoreSubject, Subject, Target, make_subject
 
 __all__ = [
     "SCENARIOS",
@@ -12,7 +13,8 @@ __all__ = [
     "Scenario",
     "measure",
     "run_concurrency",
-    "RAW",
+    "Storage",
+    "StoreSubject",
     "Subject",
     "Target",
     "make_subject",

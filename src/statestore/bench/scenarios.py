@@ -24,7 +24,7 @@ from ..core import jsoncodec
 from ..core.model import AgentState, ContextItem, Message
 from ..core.query import LoadOptions
 from .data import make_context, make_messages
-from .subjects import RawRows, Subject, Target
+from .subjects import Subject, Target
 
 __all__ = [
     "CONCURRENCY_HISTORY",
@@ -151,15 +151,6 @@ async def _expect_count(subject: Subject, conversation_id: str, expected: int) -
         raise AssertionError(f"{conversation_id}: {count} messages stored, expected {expected}")
 
 
-def _loaded(result: object) -> tuple[int, int]:
-    """(messages, context items) in a load's result."""
-    if isinstance(result, AgentState):
-        return len(result.conversation_history), len(result.memory_context)
-    if isinstance(result, RawRows):
-        return len(result.messages), len(result.items)
-    raise AssertionError(f"not a load result: {type(result).__name__}")
-
-
 def _expected_load(options: LoadOptions, size: int) -> tuple[int, int]:
     messages = size if options.last_messages is None else min(options.last_messages, size)
     items = [c for c in _context() if c.relevance_score >= (options.min_relevance or 0.0)]
@@ -262,9 +253,9 @@ def _load(
 
         async def check() -> None:
             expected = _expected_load(options, size)
-            if _loaded(last[0]) != expected:
+            if subject.counts(last[0]) != expected:
                 raise AssertionError(
-                    f"loaded (messages, items) {_loaded(last[0])}, expected {expected}"
+                    f"loaded (messages, items) {subject.counts(last[0])}, expected {expected}"
                 )
 
         extra = {}

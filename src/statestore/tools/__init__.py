@@ -1,2 +1,3 @@
-"""Tools that move and look after stored data: ``copy`` (and verify), ``export`` /
-``import`` (JSON lines), ``prune``, ``stats``. The CLI commands live in ``tools.cli``."""
+"""Tools that move and look after stored data through the public store API: ``copy``
+(and verify), ``export`` / ``import`` (JSON lines), ``prune``. The commands that run
+them are in ``statestore.cli.data``."""

@@ -7,12 +7,14 @@ from typing import ClassVar
 
 from ...core.backend import Capability
 from .database import Database
+from .maintenance import SqlMaintenance
 
 __all__ = ["DatabaseBackend"]
 
 
-class DatabaseBackend:
-    """Base of the SQL backends (normalized and legacy-blob)."""
+class DatabaseBackend(SqlMaintenance):
+    """Base of the SQL backends (normalized and legacy-blob); each offers
+    ``Maintenance`` for its database."""
 
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]

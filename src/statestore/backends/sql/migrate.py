@@ -4,30 +4,31 @@ The scripts live in the repository's top-level ``migrations/``; the wheel ships 
 inside the package as ``statestore/migrations`` (hatch ``force-include``), so an
 installed statestore finds them beside its code and an editable install of a checkout
 finds them in the checkout.
+
+Alembic and SQLAlchemy's engine are imported by the functions that run migrations,
+not by this module: every backend checks the revision on open (``head_revision``),
+and opening a store (``statestore show``) should not pay for importing them.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import event, pool
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
+from . import citus
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
+    "HEAD_REVISION",
     "alembic_config",
     "script_location",
     "head_revision",
@@ -64,6 +65,8 @@ def script_location() -> Path:
 
 
 def alembic_config(url: str | None = None, output: io.StringIO | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config(output_buffer=output) if output is not None else Config()
     config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
     if url is not None:
@@ -72,19 +75,31 @@ def alembic_config(url: str | None = None, output: io.StringIO | None = None) ->
     return config
 
 
-@functools.cache
+HEAD_REVISION = "0003"
+"""The newest revision in ``migrations/versions``; a new migration sets it
+(tests/test_cli.py checks it against Alembic's own head)."""
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The revision a store needs its database at."""
+    return HEAD_REVISION
 
 
 async def _run(url: str, action: str, revision: str) -> None:
+    from alembic import command
+    from alembic.util.exc import CommandError
+    from sqlalchemy import pool
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     config = alembic_config(url)
 
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
+        if action == "upgrade":
+            # On Citus, tables a migration created are distributed in its transaction.
+            citus.distribute_tables(connection)
 
     engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     if url_scheme(url) == "sqlite":
@@ -113,6 +128,7 @@ def _one_immediate_transaction(engine: AsyncEngine) -> None:
     migrates, the others wait for its lock and find the file already at head. By
     default the driver would commit each CREATE TABLE on its own, and the others
     would fail with "table ... already exists" half-way."""
+    from sqlalchemy import event
 
     @event.listens_for(engine.sync_engine, "connect")
     def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
@@ -146,6 +162,9 @@ async def downgrade(url: str, revision: str) -> None:
 
 def upgrade_sql(url: str, revision: str = "head") -> str:
     """The SQL that ``upgrade`` would run, for a DBA to review and apply."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     output = io.StringIO()
     try:
         command.upgrade(alembic_config(url, output), revision, sql=True)

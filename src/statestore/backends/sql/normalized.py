@@ -115,6 +115,9 @@ class NormalizedBackend(DatabaseBackend):
         n_items = len(plan.add_items)
         if (
             db.engine == "postgresql"
+            # Not on Citus: it routes the UPDATE and the INSERT each to one shard, but
+            # not an INSERT inside a WITH (it would run in two steps on the coordinator).
+            and getattr(db, "one_statement_append", False)
             and not plan.replace
             and plan.truncate_from is None
             and not (plan.add_items or plan.remove_item_ids)

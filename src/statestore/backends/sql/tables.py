@@ -106,6 +106,8 @@ memory_metadata = sa.Table(
 )
 
 # The legacy layout: one JSON document (AgentState.to_dict()) per save, newest wins.
+# Keyed (conversation_id, id) on PostgreSQL, so Citus can distribute it (migration
+# 0003); SQLite keeps the key (id), its rowid, which numbers the snapshots.
 memory_chunks = sa.Table(
     "memory_chunks",
     metadata,
@@ -116,7 +118,7 @@ memory_chunks = sa.Table(
         autoincrement=True,
     ),
     sa.Column("user_id", Id, nullable=True),
-    sa.Column("conversation_id", Id, nullable=False),
+    sa.Column("conversation_id", Id, nullable=False, primary_key=True),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("embedding", sa.Text, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),

@@ -1,56 +1,34 @@
-"""The ``copy``, ``export``, ``import``, ``prune`` and ``stats`` commands.
+"""``statestore copy``, ``export``, ``import``, ``prune`` and ``stats``.
 
-``statestore.cli.build_parser()`` adds them with ``add_tool_commands(sub)``. Exit
-status: 0 when everything went through, 1 when some conversation was skipped, missing
-or different (see the report), 2 on an error (one line on stderr).
+Exit status: 0 when everything went through, 1 when some conversation was skipped,
+missing or different (see the report), 2 on an error (one line on stderr). The tools
+(``statestore.tools``) and rich are imported when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import orjson
-
-from ..core.backend import ConversationInfo
 from ..core.config import mask_url, resolve_config, url_scheme
 from ..core.errors import StateStoreError
 from ..core.registry import default_registry
-from ..core.store import Store
-from .copy import CopyStats, Problem, copy_conversations, count_conversations, verify_stores
-from .lifecycle import (
-    export_conversations,
-    import_conversations,
-    maintain,
-    parse_age,
-    prune_conversations,
-    table_stats,
-)
-from .progress import Progress
+from .common import Subparsers, add_store_arguments, positive, run_async
 
-__all__ = ["add_tool_commands"]
+if TYPE_CHECKING:
+    from ..core.backend import ConversationInfo
+    from ..core.maintenance import StoreStats
+    from ..core.store import Store
+    from ..tools.copy import CopyStats, Problem
+    from .progress import Progress
+
+__all__ = ["register"]
 
 DEFAULT_REPORT = "statestore-copy-report.jsonl"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _store_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_store_arguments
-
-    add_store_arguments(p)
 
 
 def _open_spec(
@@ -71,7 +49,8 @@ def _open_spec(
 
 
 class _Reporter:
-    """Problems: one line each on stderr and one JSON line each in the report file."""
+    """Problems: one line each on stderr (above the progress bar) and one JSON line
+    each in the report file."""
 
     def __init__(self, report: IO[bytes] | None, progress: Progress | None) -> None:
         self.report = report
@@ -79,26 +58,24 @@ class _Reporter:
         self.count = 0
 
     def __call__(self, problem: Problem) -> None:
+        import orjson
+
         self.count += 1
-        if self.progress is not None:
-            self.progress.extra["problems"] = self.count
-            if self.progress.tty:
-                sys.stderr.write("\r\x1b[K")
-        print(
-            f"{problem.kind}: {problem.conversation_id}: {problem.reason}",
-            file=sys.stderr,
-        )
+        self._say(f"{problem.kind}: {problem.conversation_id}: {problem.reason}", "problems")
         if self.report is not None:
             self.report.write(orjson.dumps(problem.as_json()) + b"\n")
             self.report.flush()
 
     def deleted(self, conversation_id: str) -> None:
         """A target conversation removed by --delete-extra: one line on stderr."""
-        if self.progress is not None:
-            self.progress.extra["deleted"] = self.progress.extra.get("deleted", 0) + 1
-            if self.progress.tty:
-                sys.stderr.write("\r\x1b[K")
-        print(f"deleted: {conversation_id}: not on the source", file=sys.stderr)
+        self._say(f"deleted: {conversation_id}: not on the source", "deleted")
+
+    def _say(self, line: str, counter: str) -> None:
+        if self.progress is None:
+            print(line, file=sys.stderr)
+            return
+        self.progress.count(counter)
+        self.progress.note(line)
 
 
 def _finish(stats: CopyStats, reporter: _Reporter, report_path: str | None, verb: str) -> int:
@@ -135,10 +112,13 @@ def cmd_copy(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise StateStoreError(f"cannot write the report {args.report}: {exc.strerror}") from exc
     with report:
-        return asyncio.run(_copy(args, report))
+        return run_async(_copy(args, report))
 
 
 async def _copy(args: argparse.Namespace, report: IO[bytes]) -> int:
+    from ..tools.copy import copy_conversations, count_conversations, verify_stores
+    from .progress import Progress
+
     source, source_label = _open_spec(getattr(args, "from"), "--from", None, must_exist=True)
     target = label = None
     if args.to is not None and not args.dry_run:
@@ -183,14 +163,14 @@ async def _copy(args: argparse.Namespace, report: IO[bytes]) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.out == "-":
         try:
-            return asyncio.run(_export(args, sys.stdout.buffer))
+            return run_async(_export(args, sys.stdout.buffer))
         except BrokenPipeError:  # the reader stopped early (`| head`): not finished
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
     partial = Path(f"{args.out}.partial")
     try:
         with open(partial, "wb") as out:
-            status = asyncio.run(_export(args, out))
+            status = run_async(_export(args, out))
         os.replace(partial, args.out)  # never a half-written FILE
     except OSError as exc:
         raise StateStoreError(f"cannot write {args.out}: {exc.strerror}") from exc
@@ -200,6 +180,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
+    from ..tools.lifecycle import export_conversations
+    from .progress import Progress
+
     config = resolve_config(args.backend, args.url)
     store = default_registry().open_store(config.backend, config.url)
     to_stdout = args.out == "-"
@@ -228,10 +211,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise StateStoreError(f"cannot open {exc.filename}: {exc.strerror}") from exc
     with source, report:
-        return asyncio.run(_import(args, source, report))
+        return run_async(_import(args, source, report))
 
 
 async def _import(args: argparse.Namespace, source: IO[bytes], report: IO[bytes]) -> int:
+    from ..tools.lifecycle import import_conversations
+    from .progress import Progress
+
     config = resolve_config(args.backend, args.url)
     store = default_registry().open_store(config.backend, config.url)
     progress = None if args.quiet else Progress("imported")
@@ -249,11 +235,16 @@ async def _import(args: argparse.Namespace, source: IO[bytes], report: IO[bytes]
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from ..tools.lifecycle import parse_age
+
     age = parse_age(args.older_than)
-    return asyncio.run(_prune(args, age))
+    return run_async(_prune(args, age))
 
 
-async def _prune(args: argparse.Namespace, age: Any) -> int:
+async def _prune(args: argparse.Namespace, age: timedelta) -> int:
+    from ..core.maintenance import Maintenance, maintenance_of
+    from ..tools.lifecycle import prune_conversations
+
     config = resolve_config(args.backend, args.url)
     store = default_registry().open_store(config.backend, config.url)
     verb = "would remove" if args.dry_run else "removed"
@@ -262,6 +253,8 @@ async def _prune(args: argparse.Namespace, age: Any) -> int:
         print(f"{verb} {info.conversation_id} (updated {info.updated_at:%Y-%m-%d %H:%M:%S})")
 
     async with store:
+        # --vacuum on a backend without it fails before anything is deleted.
+        upkeep = maintenance_of(store) if args.vacuum else None
         count = await prune_conversations(
             store,
             age,
@@ -270,10 +263,12 @@ async def _prune(args: argparse.Namespace, age: Any) -> int:
             batch_size=args.batch_size,
             on_removed=removed,
         )
-    print(f"{verb} {count} conversation(s) last updated more than {args.older_than} ago")
-    if config.url is not None and not args.dry_run and count:
-        for line in await maintain(config.url, run=args.vacuum):
-            print(line)
+        print(f"{verb} {count} conversation(s) last updated more than {args.older_than} ago")
+        if count and not args.dry_run:
+            if upkeep is not None:
+                print(await upkeep.vacuum())
+            elif isinstance(store, Maintenance):
+                print(store.vacuum_advice())
     return 0
 
 
@@ -284,34 +279,53 @@ def cmd_stats(args: argparse.Namespace) -> int:
     config = resolve_config(args.backend, args.url)
     if config.url is None:
         raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
-    stats = asyncio.run(table_stats(config.url, top=args.top))
+    stats = run_async(_stats(config.backend, config.url, args.top))
     if args.json:
+        import orjson
+
         sys.stdout.write(orjson.dumps(stats.as_json(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
         return 0
+    from .output import new_table, print_table
+
     print(f"{mask_url(config.url)} ({stats.engine})")
     print(f"conversations: {stats.conversations} normalized, {stats.legacy_conversations} legacy")
-    print(f"{'table':<24}{'rows':>12}{'bytes':>16}")
-    for table, rows in stats.rows.items():
-        size = stats.bytes.get(table)
-        print(f"{table:<24}{rows:>12}{'-' if size is None else f'{size:,}':>16}")
+    table = new_table("table", ">rows", ">bytes")
+    for name, rows in stats.rows.items():
+        size = stats.bytes.get(name)
+        table.add_row(name, f"{rows:,}", "-" if size is None else f"{size:,}")
+    print_table(table)
     if stats.largest:
         print(f"largest conversations (content bytes of messages), top {args.top}:")
+        table = new_table("conversation", ">messages", ">context items", ">bytes")
         for cid, messages, items, size in stats.largest:
-            print(f"  {cid}  {messages} messages  {items} context items  {size:,} bytes")
+            table.add_row(cid, f"{messages:,}", f"{items:,}", f"{size:,}")
+        print_table(table)
     if stats.largest_legacy:
         print(f"largest legacy conversations (all snapshots), top {args.top}:")
+        table = new_table("conversation", ">snapshots", ">bytes")
         for cid, snapshots, size in stats.largest_legacy:
-            print(f"  {cid}  {snapshots} snapshots  {size:,} bytes")
+            table.add_row(cid, f"{snapshots:,}", f"{size:,}")
+        print_table(table)
     return 0
+
+
+async def _stats(backend: str, url: str, top: int) -> StoreStats:
+    from ..backends.sqlite import sqlite_path
+    from ..core.maintenance import maintenance_of
+
+    if url_scheme(url) == "sqlite" and not sqlite_path(url).exists():
+        # Opening would create an empty file: surely a typo.
+        raise StateStoreError(f"SQLite file {sqlite_path(url)} does not exist")
+    async with default_registry().open_store(backend, url) as store:
+        return await maintenance_of(store).storage_stats(top=top)
 
 
 # -- the parsers --------------------------------------------------------------------------
 
 
-def add_tool_commands(sub: Any) -> None:
-    """Add ``copy``, ``export``, ``import``, ``prune`` and ``stats`` to the
-    subparsers ``sub`` of the ``statestore`` command."""
+def register(sub: Subparsers) -> None:
+    """Add ``copy``, ``export``, ``import``, ``prune`` and ``stats``."""
     p = sub.add_parser(
         "copy",
         help="copy conversations between backends and verify them",
@@ -356,10 +370,10 @@ def add_tool_commands(sub: Any) -> None:
         f"(default: {DEFAULT_REPORT})",
     )
     p.add_argument(
-        "--batch-size", type=_positive, default=200, metavar="N", help="page size (default 200)"
+        "--batch-size", type=positive, default=200, metavar="N", help="page size (default 200)"
     )
     p.add_argument(
-        "--jobs", type=_positive, default=4, metavar="N", help="conversations in flight (4)"
+        "--jobs", type=positive, default=4, metavar="N", help="conversations in flight (4)"
     )
     p.add_argument("--migrate", action="store_true", help="apply migrations to the target first")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -373,7 +387,7 @@ def add_tool_commands(sub: Any) -> None:
         '"state"} where state is the legacy document. Corrupt conversations are '
         "reported and left out (exit status 1).",
     )
-    _store_arguments(p)
+    add_store_arguments(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output file (- for stdout)")
     p.add_argument("--user", metavar="USER_ID", help="only this user's conversations")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -386,7 +400,7 @@ def add_tool_commands(sub: Any) -> None:
         "owner and content, unless the store already holds the same; each is read back "
         "and compared. Bad lines are reported and skipped (exit status 1).",
     )
-    _store_arguments(p)
+    add_store_arguments(p)
     p.add_argument("file", metavar="FILE", help="a file written by `statestore export` (- stdin)")
     p.add_argument(
         "--report",
@@ -404,7 +418,7 @@ def add_tool_commands(sub: Any) -> None:
         "12h, 2w), a page at a time, printing each one removed; then say how to reclaim "
         "the space on this engine, or do it with --vacuum.",
     )
-    _store_arguments(p)
+    add_store_arguments(p)
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 90m, 2w")
     p.add_argument("--user", metavar="USER_ID", help="only this user's conversations")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed only")
@@ -414,7 +428,7 @@ def add_tool_commands(sub: Any) -> None:
         help="then VACUUM and ANALYZE (SQLite) / VACUUM (ANALYZE) the tables (PostgreSQL)",
     )
     p.add_argument(
-        "--batch-size", type=_positive, default=500, metavar="N", help="page size (default 500)"
+        "--batch-size", type=positive, default=500, metavar="N", help="page size (default 500)"
     )
     p.set_defaults(handler=cmd_prune)
 
@@ -424,9 +438,9 @@ def add_tool_commands(sub: Any) -> None:
         description="Show conversation counts, rows and bytes per table (normalized and "
         "legacy tables) and the largest conversations of the database at --url.",
     )
-    _store_arguments(p)
+    add_store_arguments(p)
     p.add_argument(
-        "--top", type=_positive, default=10, metavar="N", help="largest conversations shown"
+        "--top", type=positive, default=10, metavar="N", help="largest conversations shown"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_stats)

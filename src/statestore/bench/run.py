@@ -1,126 +1,43 @@
-"""``statestore bench``: the benchmark scenarios on chosen backends, as tables.
+"""What ``statestore bench`` runs: the benchmark scenarios on chosen backends,
+through the public store API, printed as tables.
 
-By default legacy-blob and sqlite on temporary SQLite files, with the raw-driver
-baseline; ``--url postgresql://...`` adds postgres and legacy-blob on PostgreSQL in a
-database the command creates and drops.
+By default legacy-blob and sqlite on temporary SQLite files; ``--url
+postgresql://...`` adds postgres and legacy-blob on PostgreSQL in a database the
+command creates and drops. (The raw-driver baseline is in the repository's
+``benchmarks/``, not here.)
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import platform
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from ..core.config import mask_url, url_scheme
 from ..core.errors import StateStoreError
 from ..core.registry import default_registry
 from .scenarios import SCENARIOS, Measurement, measure, run_concurrency
-from .subjects import RAW, Target, make_subject
+from .subjects import Subject, Target, make_subject
 
-__all__ = ["add_bench_parser", "cmd_bench", "format_tables", "plot"]
+__all__ = ["import_pyplot", "machine", "plot", "run_benchmarks", "scenario_tables"]
 
 CONCURRENCY = "concurrency"
-DEFAULT_SIZES = (1_000,)
-QUICK_SIZES = (100,)
-DEFAULT_USERS = (10,)
 TURNS_PER_USER = 10
 QUICK_TURNS = 3
 
 
-def add_bench_parser(sub: Any) -> None:
-    """Register ``bench`` on the ``statestore`` subcommands."""
-    names = [*SCENARIOS, CONCURRENCY]
-    p = sub.add_parser(
-        "bench",
-        help="time the scenarios on legacy-blob and the normalized backends",
-        description="Run the benchmark scenarios and print one table per scenario: the "
-        "median time and the ratio to legacy-blob on the same engine. Default: "
-        "legacy-blob and sqlite on temporary SQLite files, plus the raw-driver "
-        "baseline; --url postgresql://... adds postgres and legacy-blob on PostgreSQL "
-        "in a database created and dropped for the run.",
-    )
-    p.add_argument(
-        "--scenario",
-        action="append",
-        choices=names,
-        metavar="NAME",
-        help=f"a scenario to run (repeatable; default: all): {', '.join(names)}",
-    )
-    p.add_argument(
-        "--size",
-        action="append",
-        type=_positive,
-        metavar="N",
-        help="conversation size in messages (repeatable; default 1000, --quick 100)",
-    )
-    p.add_argument(
-        "--users",
-        action="append",
-        type=_positive,
-        metavar="N",
-        help="simulated users for the concurrency scenario (repeatable; default 10)",
-    )
-    p.add_argument(
-        "--backend",
-        action="append",
-        metavar="NAME",
-        help="only these backends (repeatable; `raw` is the driver baseline; default: "
-        "legacy-blob, sqlite, raw, and postgres with --url)",
-    )
-    p.add_argument(
-        "--url",
-        metavar="POSTGRES_URL",
-        help="a PostgreSQL server (postgresql://user@host:5432/db): adds postgres and "
-        "legacy-blob on PostgreSQL, in a database this command creates and drops",
-    )
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    p.add_argument(
-        "--plot",
-        metavar="FILE.png",
-        help="draw a chart (log-scale time per scenario and backend); needs the plot "
-        "extra: pip install 'statestore[plot]'",
-    )
-    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a few seconds")
-    p.set_defaults(handler=cmd_bench)
-
-
-def _positive(text: str) -> int:
-    value = int(text.replace(",", "").replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.plot:
-        _import_pyplot()  # fail before running anything
-    scenarios = args.scenario or [*SCENARIOS, CONCURRENCY]
-    sizes = args.size or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    users = args.users or DEFAULT_USERS
-    results = asyncio.run(_run(args, scenarios, sizes, users))
-    print(format_tables(results))
-    if args.json:
-        document = {"machine": machine(), "quick": args.quick, "results": results}
-        Path(args.json).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-        print(f"\nresults written to {args.json}")
-    if args.plot:
-        plot(results, args.plot)
-        print(f"chart written to {args.plot}")
-    return 0
+Say = Callable[[str], None]
+"""Told what runs now (a scenario on a target), for a status line."""
 
 
 def machine() -> dict[str, Any]:
+    """The facts about this machine that a result file records."""
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -130,8 +47,8 @@ def machine() -> dict[str, Any]:
 
 
 def _targets(names: Sequence[str] | None, with_postgres: bool) -> list[Target]:
-    wanted = list(names) if names else ["legacy-blob", "sqlite", RAW, "postgres"]
-    known = set(default_registry().backends()) | {RAW}
+    wanted = list(names) if names else ["legacy-blob", "sqlite", "postgres"]
+    known = set(default_registry().backends())
     for name in wanted:
         if name not in known:
             raise StateStoreError(f"unknown backend {name!r}; known: {', '.join(sorted(known))}")
@@ -139,25 +56,31 @@ def _targets(names: Sequence[str] | None, with_postgres: bool) -> list[Target]:
     targets = []
     for engine in engines:
         for name in wanted:
-            schemes = (
-                ("sqlite", "postgresql")
-                if name == RAW
-                else default_registry().get(name).spec.url_schemes
-            )
-            if engine in schemes:
+            if engine in default_registry().get(name).spec.url_schemes:
                 targets.append(Target(name, engine))
     if not targets:
         raise StateStoreError("none of these backends runs on the chosen databases")
     return targets
 
 
-async def _run(
-    args: argparse.Namespace, scenarios: list[str], sizes: Sequence[int], users: Sequence[int]
+async def run_benchmarks(
+    scenarios: Sequence[str],
+    *,
+    sizes: Sequence[int],
+    users: Sequence[int],
+    backends: Sequence[str] | None = None,
+    postgres_server: str | None = None,
+    quick: bool = False,
+    say: Say = lambda text: None,
 ) -> list[dict[str, Any]]:
-    targets = _targets(args.backend, args.url is not None)
+    """Each scenario (``concurrency`` included) at each size on each target, as the
+    dicts of ``Measurement.to_dict()``. ``backends``: names (default legacy-blob,
+    sqlite, and postgres with a server); ``postgres_server``: adds PostgreSQL, in a
+    database created for the run and dropped after."""
+    targets = _targets(backends, postgres_server is not None)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="statestore-bench-") as tmp:
-        async with _postgres_database(args.url) as pg_url:
+        async with _postgres_database(postgres_server) as pg_url:
             for target in targets:
                 url = f"sqlite:///{tmp}/{target.id}.db" if target.engine == "sqlite" else pg_url
                 assert url is not None
@@ -167,35 +90,25 @@ async def _run(
                     for name in scenarios:
                         if name == CONCURRENCY:
                             for n in users:
-                                results.append(await _concurrency(subject, n, args.quick))
+                                say(f"{CONCURRENCY} {target.id} {n} users")
+                                results.append(await _concurrency(subject, n, quick))
                             continue
                         for size in sizes:
-                            _progress(f"{name} {target.id} {size:,}")
-                            m = await measure(subject, SCENARIOS[name], size, quick=args.quick)
+                            say(f"{name} {target.id} {size:,}")
+                            m = await measure(subject, SCENARIOS[name], size, quick=quick)
                             results.append(m.to_dict())
                 finally:
                     await subject.close()
-    _progress("")
     return results
 
 
-async def _concurrency(subject: Any, users: int, quick: bool) -> dict[str, Any]:
-    target: Target = subject.target
-    _progress(f"{CONCURRENCY} {target.id} {users} users")
+async def _concurrency(subject: Subject, users: int, quick: bool) -> dict[str, Any]:
+    target = subject.target
     m = Measurement(CONCURRENCY, target.id, target.engine, users)
-    if target.backend == RAW:
-        m.skipped = "the raw baseline is not run concurrently"
-        return m.to_dict()
     outcome = await run_concurrency(subject, users, QUICK_TURNS if quick else TURNS_PER_USER)
     m.times = [outcome["p50_ms"] / 1000]  # the median turn is the table's median
     m.extra = outcome
     return m.to_dict()
-
-
-def _progress(text: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K{text}")
-        sys.stderr.flush()
 
 
 @asynccontextmanager
@@ -286,53 +199,45 @@ def _notes(result: dict[str, Any]) -> str:
 
 
 def _row_order(result: dict[str, Any]) -> tuple[int, str, int, str]:
-    """By size and engine; legacy-blob first, the raw baseline last."""
+    """By size and engine; legacy-blob first."""
     target = result["target"]
-    rank = 0 if target.startswith("legacy-blob") else 2 if target.startswith(RAW + "[") else 1
-    return result["size"], result["engine"], rank, target
+    return result["size"], result["engine"], 0 if target.startswith("legacy-blob") else 1, target
 
 
-def format_tables(results: Sequence[dict[str, Any]]) -> str:
-    """One table per scenario: median and the ratio to legacy-blob on the same engine."""
+TableRows = tuple[str, tuple[str, ...], list[tuple[str, ...]]]
+
+
+def scenario_tables(results: Sequence[dict[str, Any]]) -> list[TableRows]:
+    """One table per scenario: (heading, column names, rows) with the median and the
+    ratio to legacy-blob on the same engine. A column name starting with ``>`` holds
+    numbers."""
     legacy: dict[tuple[str, str, int], float | None] = {}
     for r in results:
         if r["target"].startswith("legacy-blob"):
             legacy[(r["scenario"], r["engine"], r["size"])] = r["median_s"]
-    blocks = []
+    tables: list[TableRows] = []
     for name in dict.fromkeys(r["scenario"] for r in results):
-        rows = [r for r in results if r["scenario"] == name]
         scenario = SCENARIOS.get(name)
         title = scenario.description if scenario else "simulated users running turns"
         size_label = "users" if name == CONCURRENCY else "messages"
-        header = ("backend", size_label, "median", "vs legacy", "rounds", "")
-        table = [header]
-        for r in sorted(rows, key=_row_order):
+        columns = ("backend", ">" + size_label, ">median", ">vs legacy", ">rounds", "")
+        rows: list[tuple[str, ...]] = []
+        for r in sorted((r for r in results if r["scenario"] == name), key=_row_order):
             if r["skipped"]:
-                table.append((r["target"], f"{r['size']:,}", "skipped", "", "", r["skipped"]))
+                rows.append((r["target"], f"{r['size']:,}", "skipped", "", "", r["skipped"]))
                 continue
             base = legacy.get((name, r["engine"], r["size"]))
             ratio = "1.0x" if r["target"].startswith("legacy-blob") else _ratio(r["median_s"], base)
-            table.append(
-                (
-                    r["target"],
-                    f"{r['size']:,}",
-                    _ms(r["median_s"]),
-                    ratio,
-                    str(r["rounds"]) if name != CONCURRENCY else "",
-                    _notes(r),
-                )
+            rounds = str(r["rounds"]) if name != CONCURRENCY else ""
+            rows.append(
+                (r["target"], f"{r['size']:,}", _ms(r["median_s"]), ratio, rounds, _notes(r))
             )
-        widths = [max(len(row[i]) for row in table) for i in range(5)]
-        lines = [f"{name}: {title}"]
-        for row in table:
-            cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1])]
-            cells += [row[2].rjust(widths[2]), row[3].rjust(widths[3]), row[4].rjust(widths[4])]
-            lines.append(("  ".join(cells) + "  " + row[5]).rstrip())
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+        tables.append((f"{name}: {title}", columns, rows))
+    return tables
 
 
-def _import_pyplot() -> Any:
+def import_pyplot() -> Any:
+    """matplotlib's pyplot (Agg), or a StateStoreError naming the extra to install."""
     try:
         import matplotlib
 
@@ -346,7 +251,7 @@ def _import_pyplot() -> Any:
 def plot(results: Sequence[dict[str, Any]], path: str) -> None:
     """A bar chart of the medians, log scale: one group per scenario, one bar per
     backend, one panel per size."""
-    plt = _import_pyplot()
+    plt = import_pyplot()
     timed = [r for r in results if r["median_s"] is not None and r["scenario"] != CONCURRENCY]
     if not timed:
         raise StateStoreError("nothing to plot: no timed scenario in this run")

@@ -1,49 +1,19 @@
-"""The ``statestore`` command.
-
-Every command takes ``--backend`` and ``--url`` (else ``STATESTORE_BACKEND`` and
-``STATESTORE_URL``, else SQLite in ./statestore.db). Errors are one line on stderr
-and exit status 2; URLs are shown with their password masked.
-"""
+"""``statestore backends``, ``migrate`` and ``show``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any
 
-import orjson
+from ..core.config import mask_url, resolve_config, url_scheme
+from ..core.errors import StateStoreError
+from ..core.query import LoadOptions
+from ..core.registry import default_registry, open_store
+from .common import Subparsers, add_store_arguments, run_async
 
-from .bench.cli import add_bench_parser
-from .core.config import mask_url, resolve_config, url_scheme
-from .core.errors import StateStoreError
-from .core.query import LoadOptions
-from .core.registry import default_registry, open_store
-from .tools.cli import add_tool_commands
-
-__all__ = ["main", "build_parser", "add_store_arguments", "run_async"]
-
-
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--url``, shared by every command that opens a store."""
-    parser.add_argument(
-        "-b",
-        "--backend",
-        metavar="NAME",
-        help="backend name (see `statestore backends`); default: $STATESTORE_BACKEND, "
-        "else inferred from the URL, else sqlite",
-    )
-    parser.add_argument(
-        "--url",
-        metavar="URL",
-        help="database URL, e.g. sqlite:///state.db or postgresql://user@host/db; "
-        "default: $STATESTORE_URL, else sqlite:///statestore.db",
-    )
-
-
-def run_async(coro: Coroutine[Any, Any, int]) -> int:
-    return asyncio.run(coro)
+__all__ = ["register"]
 
 
 # -- backends ---------------------------------------------------------------------------
@@ -62,8 +32,6 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .backends.sql import migrate
-
     config = resolve_config(args.backend, args.url)
     if config.url is None:
         raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
@@ -72,6 +40,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise StateStoreError(
             "--sql prints the upgrade SQL only; it cannot be combined with --downgrade"
         )
+    from ..backends.sql import migrate  # Alembic: only this command needs it
+
     if args.sql:
         print(migrate.upgrade_sql(config.url, args.revision), end="")
         return 0
@@ -113,6 +83,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
+    import orjson
+
     options = LoadOptions(last_messages=args.last)
     async with open_store(args.backend, args.url) as store:
         state = await store.load_state(args.conversation_id, options, user_id=args.user)
@@ -145,19 +117,11 @@ async def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- the parser -------------------------------------------------------------------------
-
-Handler = Callable[[argparse.Namespace], int]
+# -- the parsers ------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="statestore",
-        description="Persist AI-agent conversation state: inspect, migrate, benchmark "
-        "and move data between backends.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def register(sub: Subparsers) -> None:
+    """Add ``backends``, ``migrate`` and ``show``."""
     p = sub.add_parser(
         "backends",
         help="list the backends found through entry points",
@@ -199,25 +163,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="USER_ID", help="read as this user (ownership applies)")
     p.add_argument("--json", action="store_true", help="print the legacy JSON document")
     p.set_defaults(handler=cmd_show)
-
-    add_tool_commands(sub)
-    add_bench_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Handler = args.handler
-    try:
-        return handler(args)
-    except StateStoreError as exc:
-        print(f"statestore: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("statestore: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
