@@ -162,7 +162,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 # -- start-up ---------------------------------------------------------------------------
 
 # What only some commands need: `--help` and `show` must not pay for importing it.
-# (SQLAlchemy itself is imported by core.config to parse URLs; its async engine is
+# (SQLAlchemy itself comes with the SQL backends' statements; its async engine is
 # migration code.)
 HEAVY = (
     "alembic",
@@ -201,6 +201,12 @@ def test_light_commands_import_nothing_heavy(argv: list[str], tmp_path: Path) ->
     assert "statestore.cli" in modules
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
     assert heavy == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"]])
+def test_help_imports_no_sqlalchemy(argv: list[str]) -> None:
+    """Help opens no store, so it does not pay for SQLAlchemy (a large import)."""
+    assert "sqlalchemy" not in _modules_after(*argv)
 
 
 def test_head_revision_is_alembics_head() -> None:

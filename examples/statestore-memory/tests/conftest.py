@@ -1,6 +1,4 @@
-"""Load statestore's fixtures (``store``, ``backend_target``, ...) and point them at
-this package's backend."""
-
+# tests/conftest.py
 import pytest
 
 from statestore.testing.plugin import BackendTarget
@@ -10,5 +8,5 @@ pytest_plugins = ["statestore.testing.plugin"]
 
 @pytest.fixture
 def backend_target() -> BackendTarget:
-    """Run the contract suite against the memory backend only."""
-    return BackendTarget("memory", None)
+    """Run the contract suite against this package's backend only."""
+    return BackendTarget("memory", None)  # its entry-point name; engine None: no URL

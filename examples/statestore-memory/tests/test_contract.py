@@ -1,3 +1,2 @@
-"""statestore's contract suite, run against the memory backend."""
-
+# tests/test_contract.py
 from statestore.testing.contract import *  # noqa: F403

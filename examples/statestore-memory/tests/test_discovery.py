@@ -1,5 +1,7 @@
 """The backend is found through the entry point, like any installed plugin."""
 
+import pytest
+
 import statestore
 
 
@@ -10,6 +12,7 @@ def test_found_through_entry_points() -> None:
     assert info.spec.url_schemes == ()
 
 
+@pytest.mark.asyncio
 async def test_open_by_name() -> None:
     """open_store("memory") gives a working store."""
     async with statestore.open_store("memory") as store:

@@ -11,9 +11,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from .errors import ValidationError
 
 __all__ = ["DEFAULT_BACKEND", "DEFAULT_SQLITE_URL", "StoreConfig", "mask_url", "resolve_config"]
@@ -44,6 +41,11 @@ def resolve_config(name: str | None = None, url: str | None = None) -> StoreConf
 
 def url_scheme(url: str) -> str:
     """The database part of a URL's scheme: ``postgresql+asyncpg://`` → ``postgresql``."""
+    # Imported here: SQLAlchemy is a large import that ``import statestore`` and
+    # ``statestore --help`` should not pay for.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).get_backend_name().lower()
     except (ArgumentError, ValueError, TypeError):

@@ -1,6 +1,10 @@
 """pytest fixtures for testing statestore backends against real databases.
 
-Use it from a ``conftest.py``: ``pytest_plugins = ["statestore.testing.plugin"]``.
+Use it from a ``conftest.py``: ``pytest_plugins = ["statestore.testing.plugin"]``
+(install ``statestore[testing]``). It needs nothing from the host project's pytest
+settings: it registers the markers the suite uses (``postgres``, ``slow``), and runs
+the suite's async tests and fixtures through pytest-asyncio in its default strict mode
+as in ``asyncio_mode = "auto"``.
 
 - ``postgres_url`` (session): a fresh PostgreSQL database, migrated to head, dropped
   at the end. The server comes from ``STATESTORE_TEST_POSTGRES_URL`` (default
@@ -10,47 +14,161 @@ Use it from a ``conftest.py``: ``pytest_plugins = ["statestore.testing.plugin"]`
 - ``sqlite_url``: a fresh SQLite file in the test's temporary directory.
 - ``backend_target`` / ``store``: parametrized over every backend registered through
   the ``statestore`` entry points, once per database engine it accepts
-  (ids like ``sqlite``, ``postgres``, ``legacy-blob[postgresql]``). ``store`` is open.
+  (ids like ``sqlite``, ``postgres``, ``legacy-blob[postgresql]``; targets on
+  PostgreSQL carry the ``postgres`` marker). ``store`` is open. Override
+  ``backend_target`` to test one backend: ``BackendTarget("name", engine)`` for one
+  found through entry points, ``BackendTarget.from_factory(...)`` for one handed over
+  directly (no entry point needed).
+
+It is loaded through ``pytest_plugins`` rather than a ``pytest11`` entry point: an
+entry point cannot depend on the ``[testing]`` extra, so it would load this module,
+and fail on its imports, in every pytest run of every project that depends on
+statestore.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pluggy
 import pytest
+import pytest_asyncio
 
+from ..core.hookspecs import BackendSpec, hookimpl
 from ..core.registry import Registry, default_registry
 from ..core.store import Store
 
 __all__ = ["scratch_database", "BackendTarget", "backend_targets", "open_target"]
+
+# Markers the suite puts on its tests; registered here so that a host project running
+# with --strict-markers needs no settings of its own.
+MARKERS = {
+    "postgres": "needs a PostgreSQL server (STATESTORE_TEST_POSTGRES_URL)",
+    "slow": "large data (10,000 messages, 1 MB texts)",
+}
+
+_CONTRACT_PACKAGE = "statestore.testing.contract"
 
 T = TypeVar("T")
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+
+
+def _is_async_test(function: object) -> bool:
+    inner = getattr(getattr(function, "hypothesis", None), "inner_test", function)
+    return inspect.iscoroutinefunction(inner)
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, pluggy.Result[Any], None]:
+    """Mark the suite's async tests ``asyncio``, so that pytest-asyncio runs them in
+    strict mode too. trylast makes this wrapper the inner one: pytest-asyncio's own
+    wrapper, which reads the marker, sees it."""
+    outcome = yield
+    result = outcome.get_result()
+    items: Iterable[object] = result if isinstance(result, list) else [result]
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("asyncio"):
+            continue
+        owner = item.cls if item.cls is not None else item.obj
+        if getattr(owner, "__module__", "").startswith(_CONTRACT_PACKAGE) and _is_async_test(
+            item.obj
+        ):
+            item.add_marker(pytest.mark.asyncio)
+
+
 @dataclass(frozen=True)
 class BackendTarget:
-    """One backend on one engine: what a parametrized test runs against."""
+    """One backend on one engine: what a parametrized test runs against.
+
+    ``BackendTarget("memory", None)`` names a backend registered through the
+    ``statestore`` entry points; ``BackendTarget.from_factory(...)`` carries one that is
+    not registered anywhere (``spec``).
+    """
 
     backend: str
     engine: str | None  # "sqlite", "postgresql", or None for a backend without a URL
+    spec: BackendSpec | None = None
+
+    @classmethod
+    def from_factory(
+        cls,
+        factory: Callable[..., Any],
+        *,
+        name: str,
+        engine: str | None = None,
+    ) -> BackendTarget:
+        """A backend handed to the suite directly: ``factory`` is a
+        ``BackendSpec.factory`` (``factory(url, *, migrate, registry, **options)``
+        returning an unopened ``StorageBackend``), ``name`` the backend's ``name`` (what
+        the operation hook reports), ``engine`` the database its URL points at
+        (``"sqlite"``, ``"postgresql"``, or None for no URL). It takes the place of an
+        installed backend of the same name."""
+        spec = BackendSpec(
+            name=name,
+            factory=factory,
+            description="handed to the contract suite",
+            url_schemes=(engine,) if engine else (),
+        )
+        return cls(name, engine, spec)
+
+    def backend_spec(self) -> BackendSpec:
+        """What the backend declares (from its entry point, or as handed over)."""
+        return self.spec or default_registry().get(self.backend).spec
+
+    def registry(self) -> Registry:
+        """A new registry of the installed plugins, with this target's backend in it
+        (tests register their own observers on it)."""
+        registry = Registry.from_entry_points()
+        if self.spec is not None:
+            # An installed version of the same backend would clash with the one under
+            # test: its plugin steps aside.
+            hook = registry.hook.statestore_register_backends
+            for impl in hook.get_hookimpls():
+                if any(spec.name == self.backend for spec in impl.function()):
+                    registry.plugin_manager.unregister(impl.plugin)
+            registry.register(_HandedOver(self.spec), name=f"contract-target-{self.backend}")
+        return registry
 
     @property
     def id(self) -> str:
-        spec = default_registry().get(self.backend).spec
-        if self.engine is None or len(spec.url_schemes) == 1:
+        if self.engine is None or len(self.backend_spec().url_schemes) == 1:
             return self.backend
         return f"{self.backend}[{self.engine}]"
+
+
+class _HandedOver:
+    """The plugin that offers a backend handed over with ``BackendTarget.from_factory``."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+
+    @hookimpl
+    def statestore_register_backends(self) -> list[BackendSpec]:
+        return [self.spec]
+
+
+@functools.cache
+def _registry_of(target: BackendTarget) -> Registry:
+    return default_registry() if target.spec is None else target.registry()
 
 
 def backend_targets(registry: Registry | None = None) -> list[BackendTarget]:
@@ -138,7 +256,10 @@ def sqlite_url(tmp_path: Any) -> str:
 
 
 def _target_params() -> list[Any]:
-    return [pytest.param(t, id=t.id) for t in backend_targets()]
+    return [
+        pytest.param(t, id=t.id, marks=[pytest.mark.postgres] if t.engine == "postgresql" else [])
+        for t in backend_targets()
+    ]
 
 
 @pytest.fixture(params=_target_params())
@@ -158,7 +279,7 @@ def target_url(target: BackendTarget, request: pytest.FixtureRequest) -> str | N
 
 def open_target(target: BackendTarget, url: str | None, **options: Any) -> Store:
     """The unopened backend for ``target`` (use with ``async with``)."""
-    return default_registry().open_store(target.backend, url, **options)
+    return _registry_of(target).open_store(target.backend, url, **options)
 
 
 @pytest.fixture(scope="session")
@@ -182,7 +303,7 @@ def store_url(backend_target: BackendTarget, request: pytest.FixtureRequest) -> 
     return url
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def store(backend_target: BackendTarget, store_url: str | None) -> AsyncIterator[Store]:
     """An open store of ``backend_target``."""
     async with open_target(backend_target, store_url) as opened:

@@ -1,5 +1,9 @@
-"""Running the Alembic migrations (shipped inside the package as
-``statestore/migrations``) against a database URL.
+"""Running the Alembic migrations against a database URL.
+
+The scripts live in the repository's top-level ``migrations/``; the wheel ships them
+inside the package as ``statestore/migrations`` (hatch ``force-include``), so an
+installed statestore finds them beside its code and an editable install of a checkout
+finds them in the checkout.
 
 Alembic and SQLAlchemy's engine are imported by the functions that run migrations,
 not by this module: every backend checks the revision on open (``head_revision``),
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HEAD_REVISION",
     "alembic_config",
+    "script_location",
     "head_revision",
     "sqlalchemy_url",
     "upgrade",
@@ -46,11 +52,25 @@ def sqlalchemy_url(url: str) -> str:
     return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
+def script_location() -> Path:
+    """The directory holding Alembic's env.py and versions/."""
+    package = Path(__file__).resolve().parents[2]
+    installed = package / "migrations"
+    if installed.is_dir():
+        return installed
+    # An editable install imports the package from src/ of a checkout, where the
+    # scripts sit beside src/ (the wheel's copy would be a snapshot of them).
+    checkout = package.parents[1] / "migrations"
+    if checkout.is_dir():
+        return checkout
+    raise StateStoreError(f"the migration scripts are missing: neither {installed} nor {checkout}")
+
+
 def alembic_config(url: str | None = None, output: io.StringIO | None = None) -> Config:
     from alembic.config import Config
 
     config = Config(output_buffer=output) if output is not None else Config()
-    config.set_main_option("script_location", "statestore:migrations")
+    config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
     if url is not None:
         # ConfigParser interpolation would read a '%' in a password as a directive.
         config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
@@ -58,7 +78,7 @@ def alembic_config(url: str | None = None, output: io.StringIO | None = None) ->
 
 
 HEAD_REVISION = "0003"
-"""The newest revision in ``statestore/migrations/versions``; a new migration sets it
+"""The newest revision in ``migrations/versions``; a new migration sets it
 (tests/test_cli.py checks it against Alembic's own head)."""
 
 

@@ -45,8 +45,8 @@ class Recorder:
         return taken
 
 
-def _registry_with(recorder: Recorder) -> Registry:
-    registry = Registry.from_entry_points()
+def _registry_with(recorder: Recorder, target: BackendTarget) -> Registry:
+    registry = target.registry()
     registry.register(recorder, name="contract-recorder")
     return registry
 
@@ -61,7 +61,7 @@ class TestObservability(ContractTest):
         backend's name, the operation, the conversation id, a duration and a row
         count."""
         recorder = Recorder()
-        registry = _registry_with(recorder)
+        registry = _registry_with(recorder, backend_target)
         cid, user = new_id(), new_id("user")
         async with registry.open_store(backend_target.backend, store_url) as store:
             await store.save_state(cid, AgentState(conversation_history=[message(0)]), user_id=user)
@@ -96,7 +96,7 @@ class TestObservability(ContractTest):
     ) -> None:
         """An operation that raises (not found) does not call the hook."""
         recorder = Recorder()
-        registry = _registry_with(recorder)
+        registry = _registry_with(recorder, backend_target)
         async with registry.open_store(backend_target.backend, store_url) as store:
             with pytest.raises(ConversationNotFound):
                 await store.load_state(new_id())
@@ -109,10 +109,8 @@ class TestObservability(ContractTest):
     ) -> None:
         """A recorder on one registry sees nothing of a store opened through another."""
         recorder = Recorder()
-        _registry_with(recorder)
-        async with Registry.from_entry_points().open_store(
-            backend_target.backend, store_url
-        ) as store:
+        _registry_with(recorder, backend_target)
+        async with backend_target.registry().open_store(backend_target.backend, store_url) as store:
             await store.save_state(new_id(), AgentState())
         assert recorder.take() == []
 
@@ -124,7 +122,7 @@ class TestObservability(ContractTest):
         O(new) rows: the hook reports at most the state row and the new message,
         a windowed load reads only its window."""
         recorder = Recorder()
-        registry = _registry_with(recorder)
+        registry = _registry_with(recorder, backend_target)
         cid = new_id()
         async with registry.open_store(backend_target.backend, store_url) as store:
             await store.save_state(
