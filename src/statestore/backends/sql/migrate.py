@@ -17,8 +17,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
 from . import citus
@@ -49,6 +47,8 @@ def sqlalchemy_url(url: str) -> str:
         driver = "sqlite+aiosqlite"
     else:
         raise ValidationError("url", f"no migrations for the scheme {scheme!r}")
+    from sqlalchemy.engine import make_url
+
     return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
@@ -148,6 +148,8 @@ def _reason(exc: BaseException, url: str) -> str:
     text = reason[0] if reason else type(exc).__name__
     # The adapted asyncpg error reads "<class 'asyncpg...Error'>: message".
     text = re.sub(r"^<class '[\w.]+'>: ", "", text)
+    from sqlalchemy.engine import make_url
+
     password = make_url(url).password
     return text.replace(password, "***") if password else text
 
