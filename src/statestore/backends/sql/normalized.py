@@ -785,8 +785,9 @@ def _update_state(
     return statement.returning(*_STATE_RETURNING)
 
 
-# The columns of an appended message that come from parameters (new_<name>).
-_NEW_MESSAGE = ("role", "content", "message_type", "tool_name", "created_at", "metadata")
+# The columns of an appended message that come from parameters (new_<name>): all but
+# its key, which the statement computes.
+_NEW_MESSAGE = tuple(c.name for c in _messages_table.c if not c.primary_key)
 
 
 def _append_messages(dialect: Dialect, one: bool, *update: Any) -> sa.Select[Any]:
