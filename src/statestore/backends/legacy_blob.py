@@ -18,6 +18,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
 from ..core import jsoncodec
 from ..core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
 from ..core.config import backend_for_url
@@ -27,23 +30,9 @@ from ..core.model import AgentState
 from ..core.query import LoadOptions
 from .sql.base import DatabaseBackend
 from .sql.database import Database, Tx
+from .sql.tables import memory_chunks
 
 __all__ = ["LegacyBlobBackend"]
-
-# The newest document of a conversation, its snapshot count and first save time.
-_NEWEST = (
-    "SELECT c.user_id, c.content, c.created_at, "
-    "(SELECT count(*) FROM memory_chunks WHERE conversation_id = $1), "
-    "(SELECT created_at FROM memory_chunks WHERE conversation_id = $1 ORDER BY id LIMIT 1) "
-    "FROM memory_chunks c "
-    "WHERE c.conversation_id = $1 "
-    "AND c.id = (SELECT max(id) FROM memory_chunks WHERE conversation_id = $1)"
-)
-_OWNED = " AND (c.user_id IS NULL OR c.user_id = $2)"
-_INSERT = (
-    "INSERT INTO memory_chunks (user_id, conversation_id, content, created_at) "
-    "VALUES ($1, $2, $3, $4)"
-)
 
 
 def open_database(url: str, **options: Any) -> Database:
@@ -80,10 +69,9 @@ class LegacyBlobBackend(DatabaseBackend):
         self, tx: Tx, conversation_id: str, user_id: str | None
     ) -> tuple[str | None, AgentState, datetime, int, datetime] | None:
         """(owner, whole state, updated_at, version, created_at) or None."""
-        sql, args = _NEWEST, [conversation_id]
-        if user_id is not None:
-            sql, args = sql + _OWNED, [conversation_id, user_id]
-        row = await tx.fetchrow(sql, *args)
+        statement = self._sql.get(_newest, user_id is not None)
+        values = {"conversation_id": conversation_id, "user_id": user_id}
+        row = await tx.fetchrow(statement.sql, *statement.args(values))
         if row is None:
             return None
         owner, content, updated_at, count, first_at = row
@@ -135,9 +123,9 @@ class LegacyBlobBackend(DatabaseBackend):
         expected_version = plan.expected_version
         now = datetime.now(UTC)
         async with db.transaction() as tx:
-            if db.engine == "postgresql":
+            if not db.writers_take_turns:
                 # Serialise writers of one conversation: read-modify-write of a document.
-                await tx.fetchrow("SELECT pg_advisory_xact_lock(hashtext($1))", conversation_id)
+                await tx.fetchrow(self._sql.get(_lock_conversation).sql, conversation_id)
             newest = await self._newest(tx, conversation_id, None)
             if newest is None:
                 if not plan.replace or expected_version not in (None, 0):
@@ -160,50 +148,31 @@ class LegacyBlobBackend(DatabaseBackend):
             new = plan.apply_to(stored, first_item_id=0)
             # Item ids are positions in the document.
             new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]
-            await tx.execute(
-                _INSERT, owner, conversation_id, jsoncodec.dumps(new.to_dict()), db.ts(now)
-            )
+            insert = self._sql.get(_insert)
+            values = {
+                "conversation_id": conversation_id,
+                "owner": owner,
+                "content": jsoncodec.dumps(new.to_dict()),
+                "now": db.ts(now),
+            }
+            await tx.execute(insert.sql, *insert.args(values))
         return new, owner, version + 1, created_at, now
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete every stored document of the conversation."""
-        sql = "DELETE FROM memory_chunks WHERE conversation_id = $1"
-        args: list[Any] = [conversation_id]
-        if user_id is not None:
-            sql += (
-                " AND NOT EXISTS (SELECT 1 FROM memory_chunks c WHERE c.conversation_id = $1 "
-                "AND c.id = "
-                "(SELECT max(id) FROM memory_chunks WHERE conversation_id = $1) "
-                "AND c.user_id IS NOT NULL AND c.user_id <> $2)"
-            )
-            args.append(user_id)
+        statement = self._sql.get(_delete, user_id is not None)
+        args = statement.args({"conversation_id": conversation_id, "user_id": user_id})
         async with self._db.transaction() as tx:
-            deleted = await tx.execute(sql, *args)
+            deleted = await tx.execute(statement.sql, *args)
         return deleted > 0
 
     async def list_conversations(
         self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
         """The newest document of each conversation, ordered by id."""
-        args: list[Any] = []
-        inner_where = ""
-        if after is not None:
-            args.append(after)
-            inner_where = f" WHERE conversation_id > ${len(args)}"
-        outer_where = ""
-        if user_id is not None:
-            args.append(user_id)
-            outer_where = f" WHERE c.user_id = ${len(args)}"
-        args.append(limit)
-        sql = (
-            "SELECT c.conversation_id, c.user_id, c.content, c.created_at, agg.n, agg.first_at "
-            "FROM (SELECT conversation_id, max(id) AS last_id, count(*) AS n, "
-            "min(created_at) AS first_at FROM memory_chunks"  # placeholders only
-            f"{inner_where} GROUP BY conversation_id) agg "
-            f"JOIN memory_chunks c ON c.id = agg.last_id{outer_where} "
-            f"ORDER BY c.conversation_id LIMIT ${len(args)}"
-        )
-        rows = await self._db.run(lambda tx: tx.fetch(sql, *args), write=False)
+        statement = self._sql.get(_list, user_id is not None, after is not None)
+        args = statement.args({"user_id": user_id, "after": after, "limit": limit})
+        rows = await self._db.run(lambda tx: tx.fetch(statement.sql, *args), write=False)
         ts_out = self._db.ts_out
         result = []
         for cid, owner, content, updated_at, count, first_at in rows:
@@ -217,6 +186,113 @@ class LegacyBlobBackend(DatabaseBackend):
                 )
             )
         return result
+
+
+# -- statement builders (compiled once per dialect and shape: see sql/statements.py) --
+# Every reference to memory_chunks compares conversation_id to the parameter (Citus
+# routes the statement to one shard then); subqueries use aliases of their own, so
+# none is correlated with the outer statement's table.
+
+
+def _of(chunks: sa.FromClause) -> sa.ColumnElement[bool]:
+    return chunks.c.conversation_id == sa.bindparam("conversation_id")
+
+
+def _newest_id() -> Any:
+    chunks = memory_chunks.alias("latest")
+    return sa.select(sa.func.max(chunks.c.id)).where(_of(chunks)).scalar_subquery()
+
+
+def _newest(dialect: Dialect, owned: bool) -> sa.Select[Any]:
+    """The newest document of a conversation (owner, content, saved at), its
+    snapshot count and first save time."""
+    c = memory_chunks.alias("c")
+    counted = memory_chunks.alias("counted")
+    first = memory_chunks.alias("first")
+    statement = sa.select(
+        c.c.user_id,
+        c.c.content,
+        c.c.created_at,
+        sa.select(sa.func.count()).select_from(counted).where(_of(counted)).scalar_subquery(),
+        sa.select(first.c.created_at)
+        .where(_of(first))
+        .order_by(first.c.id)
+        .limit(sa.literal_column("1"))
+        .scalar_subquery(),
+    ).where(_of(c), c.c.id == _newest_id())
+    if owned:
+        statement = statement.where(
+            sa.or_(c.c.user_id.is_(None), c.c.user_id == sa.bindparam("user_id"))
+        )
+    return statement
+
+
+def _insert(dialect: Dialect) -> sa.Insert:
+    # inline: the new row's id is not wanted (no RETURNING).
+    return (
+        sa.insert(memory_chunks)
+        .inline()
+        .values(
+            user_id=sa.bindparam("owner"),
+            conversation_id=sa.bindparam("conversation_id"),
+            content=sa.bindparam("content"),
+            created_at=sa.bindparam("now"),
+        )
+    )
+
+
+def _lock_conversation(dialect: Dialect) -> sa.Select[Any]:
+    """PostgreSQL: wait for the other writers of the conversation (a transaction
+    lock keyed by its id)."""
+    key = sa.func.hashtext(sa.bindparam("conversation_id"))
+    return sa.select(sa.func.pg_advisory_xact_lock(key))
+
+
+def _delete(dialect: Dialect, owned: bool) -> sa.Delete:
+    """Every document of a conversation; when ``owned``, only if the newest is not
+    another user's."""
+    statement = sa.delete(memory_chunks).where(_of(memory_chunks))
+    if not owned:
+        return statement
+    c = memory_chunks.alias("c")
+    others: sa.Select[Any] = (
+        sa.select(sa.literal_column("1"))
+        .select_from(c)
+        .where(
+            _of(c),
+            c.c.id == _newest_id(),
+            c.c.user_id.is_not(None),
+            c.c.user_id != sa.bindparam("user_id"),
+        )
+    )
+    return statement.where(~sa.exists(others))
+
+
+def _list(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
+    """The newest document of each conversation, ordered by id, with its snapshot
+    count and first save time."""
+    chunks = memory_chunks
+    agg = sa.select(
+        chunks.c.conversation_id,
+        sa.func.max(chunks.c.id).label("last_id"),
+        sa.func.count().label("n"),
+        sa.func.min(chunks.c.created_at).label("first_at"),
+    ).group_by(chunks.c.conversation_id)
+    if after:
+        agg = agg.where(chunks.c.conversation_id > sa.bindparam("after"))
+    grouped = agg.subquery("agg")
+    c = memory_chunks.alias("c")
+    statement = sa.select(
+        c.c.conversation_id,
+        c.c.user_id,
+        c.c.content,
+        c.c.created_at,
+        grouped.c.n,
+        grouped.c.first_at,
+    ).select_from(grouped.join(c, c.c.id == grouped.c.last_id))
+    if by_user:
+        statement = statement.where(c.c.user_id == sa.bindparam("user_id"))
+    return statement.order_by(c.c.conversation_id).limit(sa.bindparam("limit"))
 
 
 def _factory(url: str | None, *, registry: object = None, **options: Any) -> LegacyBlobBackend:

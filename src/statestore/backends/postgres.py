@@ -57,12 +57,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
 
+from sqlalchemy.engine import make_url
+
 from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
+from .sql.statements import dialect_for
 
 __all__ = ["PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
 
@@ -73,7 +76,7 @@ def asyncpg_dsn(url: str) -> str:
     """The DSN asyncpg takes for a ``postgresql://`` URL (driver suffix removed)."""
     if url_scheme(url) not in ("postgresql", "postgres"):
         raise ValidationError("url", "needs a postgresql:// URL")
-    return "postgresql://" + url.split("://", 1)[1]
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _import_asyncpg() -> Any:
@@ -146,31 +149,6 @@ def _is_read(sql: str) -> bool:
     return _WRITE_KEYWORD.search(sql) is None
 
 
-@functools.cache
-def _unnest_insert(table: str, columns: tuple[str, ...]) -> str:
-    """``INSERT INTO table (columns) SELECT unnest($1::type[]), ...``, each array typed
-    as its column is in the schema (``backends/sql/tables.py``).
-
-    The unnests are in the select list, not ``FROM unnest(...)``: there PostgreSQL
-    streams them row by row, in step, where a function in FROM first copies its
-    whole result into a tuplestore (which spills to disk past ``work_mem`` for a
-    large save)."""
-    from sqlalchemy.dialects import postgresql
-
-    from .sql.tables import metadata
-
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's, untyped
-
-    def array_of(name: str) -> str:
-        sql_type: str = metadata.tables[table].c[name].type.compile(dialect=dialect)
-        # Strings as TEXT: a cast to VARCHAR(n) would silently cut a longer value,
-        # where the column's own assignment refuses it.
-        return "TEXT" if sql_type.startswith("VARCHAR") else sql_type
-
-    arrays = ", ".join(f"unnest(${i}::{array_of(name)}[])" for i, name in enumerate(columns, 1))
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {arrays}"
-
-
 # asyncpg's executemany sends its first 128 KiB at once, then (like COPY) waits for
 # the socket to drain between batches, a wait a dropped connection never ends unless
 # command_timeout is set. Rows whose text could exceed that go one statement each.
@@ -223,15 +201,13 @@ class _PgTx:
             for row in rows:
                 await self._conn.execute(sql, *row)
 
-    async def copy_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
+    async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         # One statement with an array per column, not COPY: asyncpg's
         # copy_records_to_table waits for the socket to accept more data between
         # chunks, and a connection dropped during that wait never wakes it (the call
         # hung forever). A statement's reply waiter is failed when the connection drops.
         self.wrote = True
-        await self._conn.execute(_unnest_insert(table, tuple(columns)), *zip(*rows, strict=True))
+        await self._conn.execute(sql, *zip(*rows, strict=True))
 
 
 def _terminate(conn: Any) -> None:
@@ -368,16 +344,12 @@ class PostgresDatabase:
     ``asyncpg.Pool`` the application passed in (``pool=``)."""
 
     engine = "postgresql"
+    dialect = dialect_for("postgresql")
+    writers_take_turns = False
     statements_are_round_trips = True
     # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
     # route a data-modifying INSERT CTE to one shard (set when the store opens).
     one_statement_append = True
-    # $1 (the conversation id), not a correlated s.conversation_id: Citus routes a
-    # statement to one shard only if every table reference names the id.
-    metadata_agg = (
-        "(SELECT json_agg(json_build_array(key, value::text))::text FROM memory_metadata m "
-        "WHERE m.conversation_id = $1)"
-    )
 
     def __init__(
         self,
@@ -607,9 +579,6 @@ class PostgresDatabase:
             # those back naive: give them their UTC back, so they round trip.
             return value.replace(tzinfo=UTC)
         return value
-
-    def any_of(self, param: str) -> str:
-        return f"= ANY({param})"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)

@@ -30,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import random
-import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -42,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import orjson
+from sqlalchemy.engine import make_url
 
 from ..core import jsoncodec
 from ..core.config import url_scheme
@@ -50,10 +49,9 @@ from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
+from .sql.statements import dialect_for
 
 __all__ = ["SqliteBackend", "SqliteDatabase", "sqlite_path"]
-
-_PLACEHOLDER = re.compile(r"\$(\d+)")
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -63,14 +61,20 @@ def sqlite_path(url: str) -> Path:
     """The file a ``sqlite:///`` URL names."""
     if url_scheme(url) != "sqlite":
         raise ValidationError("url", "the sqlite backend needs a sqlite:/// URL")
-    path = url.split("://", 1)[1]
-    if not path.startswith("/") or path in ("/", "/:memory:") or "mode=memory" in path:
+    parsed = make_url(url)
+    database = parsed.database
+    if (
+        parsed.host
+        or not database
+        or database == ":memory:"
+        or parsed.query.get("mode") == "memory"
+    ):
         raise ValidationError(
             "url",
             "needs a file: sqlite:///relative.db or sqlite:////absolute.db "
             "(in-memory databases are not supported)",
         )
-    return Path(path[1:].split("?", 1)[0])
+    return Path(database)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -97,24 +101,6 @@ async def _backoff(attempt: int) -> None:
     await asyncio.sleep(min(0.01 * 2**attempt, 1.0) * (1 + random.random()))
 
 
-_converted: dict[str, str] = {}
-
-
-def _sql(sql: str) -> str:
-    """``$1`` → ``?1``, cached: statements are few and reused."""
-    converted = _converted.get(sql)
-    if converted is None:
-        converted = _converted[sql] = _PLACEHOLDER.sub(r"?\1", sql)
-    return converted
-
-
-@functools.cache
-def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    """The INSERT ``copy_rows`` runs (executemany is SQLite's bulk path)."""
-    values = ", ".join(f"?{i}" for i in range(1, len(columns) + 1))
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
-
-
 def _fixed_width(text: str) -> str:
     """orjson's text of a UTC datetime as the stored form, fixed width so that text
     order is time order: ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (orjson leaves out a
@@ -126,20 +112,20 @@ def _fixed_width(text: str) -> str:
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    return conn.execute(_sql(sql), args).fetchall()
+    return conn.execute(sql, args).fetchall()
 
 
 def _fetchrow(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> Row | None:
     # fetchall, not fetchone: an UPDATE ... RETURNING must run to its end.
-    return next(iter(conn.execute(_sql(sql), args).fetchall()), None)
+    return next(iter(conn.execute(sql, args).fetchall()), None)
 
 
 def _execute(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
-    return conn.execute(_sql(sql), args).rowcount
+    return conn.execute(sql, args).rowcount
 
 
 def _executemany(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    conn.executemany(_sql(sql), rows)
+    conn.executemany(sql, rows)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -169,10 +155,9 @@ class _Tx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._db._call(_executemany, sql, rows)
 
-    async def copy_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        await self._db._call(_executemany, _insert_sql(table, tuple(columns)), rows)
+    async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # executemany is SQLite's bulk path (sql: the one-row INSERT).
+        await self._db._call(_executemany, sql, rows)
 
 
 def _settle(task: asyncio.Task[T], outcome: asyncio.Future[T]) -> None:
@@ -212,11 +197,10 @@ class SqliteDatabase:
     the operations of one store in turn."""
 
     engine = "sqlite"
+    dialect = dialect_for("sqlite")
+    writers_take_turns = True
     statements_are_round_trips = False
-    metadata_agg = (
-        "(SELECT json_group_array(json_array(key, value)) FROM memory_metadata m "
-        "WHERE m.conversation_id = s.conversation_id)"
-    )
+    one_statement_append = False
 
     def __init__(
         self,
@@ -505,9 +489,6 @@ class SqliteDatabase:
 
     def ts_out(self, value: Any) -> datetime:
         return datetime.fromisoformat(value)
-
-    def any_of(self, param: str) -> str:
-        return f"IN (SELECT value FROM json_each({param}))"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return jsoncodec.dumps(list(values))

@@ -8,6 +8,7 @@ from typing import ClassVar
 from ...core.backend import Capability
 from .database import Database
 from .maintenance import SqlMaintenance
+from .statements import statements_for
 
 __all__ = ["DatabaseBackend"]
 
@@ -21,6 +22,7 @@ class DatabaseBackend(SqlMaintenance):
 
     def __init__(self, db: Database, *, migrate: bool | None) -> None:
         self._db = db
+        self._sql = statements_for(db.dialect)
         self._migrate = migrate
 
     def __repr__(self) -> str:

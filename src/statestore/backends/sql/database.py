@@ -1,8 +1,8 @@
 """The small driver interface the SQL backends are written against.
 
-SQL text is written once with PostgreSQL's ``$1`` placeholders; the SQLite adapter
-rewrites them to ``?1`` (its numbered form). Each adapter says how its engine differs:
-timestamps, list parameters, metadata aggregation, bulk inserts.
+The SQL comes from ``statements.py``, compiled for the adapter's ``dialect``. Each
+adapter says how its engine differs in what the driver takes: timestamps, list
+parameters, bulk inserts.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.engine import Dialect
 
 __all__ = ["Database", "Tx"]
 
@@ -31,10 +33,9 @@ class Tx(Protocol):
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
-    async def copy_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        """Insert many rows by the engine's fastest bulk path."""
+    async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows by the engine's fastest bulk path: ``sql`` is
+        ``statements.bulk_insert`` of their table."""
         ...
 
 
@@ -42,8 +43,18 @@ class Database(Protocol):
     """A connected database of one engine."""
 
     engine: str  # "sqlite" or "postgresql"
+    dialect: Dialect
+    """What the statements are compiled for (``statements.dialect_for(engine)``)."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
+    writers_take_turns: bool
+    """Whether a write transaction excludes every other writer (SQLite's BEGIN
+    IMMEDIATE), so a read-modify-write needs no lock of its own."""
+    one_statement_append: bool
+    """Whether an append-only write runs as one statement (a data-modifying WITH,
+    ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route
+    an INSERT inside a WITH to one shard (it would run in two steps on the
+    coordinator)."""
     """Whether each statement costs a round trip to a server (so reads are worth
     merging into one statement) or runs in process."""
 
@@ -75,14 +86,6 @@ class Database(Protocol):
         """A timestamp column value as an aware UTC datetime."""
         ...
 
-    def any_of(self, param: str) -> str:
-        """SQL testing membership in the list bound to ``param`` (e.g. ``$3``)."""
-        ...
-
     def list_param(self, values: Sequence[Any]) -> Any:
-        """A list as the parameter ``any_of`` expects."""
+        """A list as the parameter ``statements.any_of`` expects."""
         ...
-
-    metadata_agg: str
-    """A scalar subquery giving a conversation's metadata rows as JSON text,
-    ``[[key, "<value JSON text>"], ...]``, or NULL; ``s`` is the conversation row."""

@@ -11,9 +11,15 @@ PostgreSQL ``pg_total_relation_size``. A distributed engine overrides
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
 from ...core.maintenance import StoreStats
-from . import citus
+from . import citus, tables
 from .database import Database, Tx
+from .statements import statements_for
 
 __all__ = ["SqlMaintenance", "TABLES"]
 
@@ -26,17 +32,45 @@ TABLES = (
 )
 """Every table statestore keeps (fixed names: safe to put in SQL text)."""
 
-_LARGEST = (
-    "SELECT s.conversation_id, s.message_count, "
-    "(SELECT count(*) FROM memory_context_items i WHERE i.conversation_id = s.conversation_id), "
-    "(SELECT coalesce(sum({length}), 0) FROM conversation_messages m "
-    "WHERE m.conversation_id = s.conversation_id) AS size "
-    "FROM conversation_states s ORDER BY size DESC, s.conversation_id LIMIT $1"
-)
-_LARGEST_LEGACY = (
-    "SELECT conversation_id, count(*), sum({length}) AS size FROM memory_chunks "
-    "GROUP BY conversation_id ORDER BY size DESC, conversation_id LIMIT $1"
-)
+
+def _bytes(column: sa.Column[Any], dialect: Dialect) -> sa.ColumnElement[Any]:
+    """The size of a text column's value in bytes (SQLite's length() of text counts
+    characters; of a BLOB, bytes)."""
+    if dialect.name == "sqlite":
+        return sa.func.length(sa.cast(column, sa.LargeBinary))
+    return sa.func.octet_length(column)
+
+
+def _largest_sql(dialect: Dialect) -> sa.Select[Any]:
+    """The ``limit`` largest conversations of the normalized layout, by message
+    content bytes: id, message count, context item count, bytes. (A scan of every
+    conversation: correlated subqueries are right here.)"""
+    s = tables.conversation_states
+    i = tables.memory_context_items
+    m = tables.conversation_messages
+    items = sa.select(sa.func.count()).where(i.c.conversation_id == s.c.conversation_id)
+    size = sa.select(
+        sa.func.coalesce(sa.func.sum(_bytes(m.c.content, dialect)), sa.literal_column("0"))
+    ).where(m.c.conversation_id == s.c.conversation_id)
+    by_size = size.scalar_subquery().label("size")
+    return (
+        sa.select(s.c.conversation_id, s.c.message_count, items.scalar_subquery(), by_size)
+        .order_by(by_size.desc(), s.c.conversation_id)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+def _largest_legacy_sql(dialect: Dialect) -> sa.Select[Any]:
+    """The ``limit`` largest conversations of the legacy layout, by the bytes of all
+    their snapshots: id, snapshot count, bytes."""
+    c = tables.memory_chunks
+    size = sa.func.sum(_bytes(c.c.content, dialect)).label("size")
+    return (
+        sa.select(c.c.conversation_id, sa.func.count(), size)
+        .group_by(c.c.conversation_id)
+        .order_by(size.desc(), c.c.conversation_id)
+        .limit(sa.bindparam("limit"))
+    )
 
 
 class SqlMaintenance:
@@ -52,8 +86,11 @@ class SqlMaintenance:
 
         async def body(tx: Tx) -> StoreStats:
             if engine == "sqlite":
-                return await _sqlite_stats(tx, top)
-            return await _postgres_stats(tx, top)
+                stats = await _sqlite_stats(tx)
+            else:
+                stats = await _postgres_stats(tx)
+            await _largest(tx, stats, top, self._db.dialect)
+            return stats
 
         return await self._db.run(body, write=False)
 
@@ -103,7 +140,7 @@ async def _present_postgres(tx: Tx) -> list[str]:
     return [row[0] for row in rows]
 
 
-async def _sqlite_stats(tx: Tx, top: int) -> StoreStats:
+async def _sqlite_stats(tx: Tx) -> StoreStats:
     stats = StoreStats("sqlite")
     owner: dict[str, str] = {
         row[0]: row[1] for row in await tx.fetch("SELECT name, tbl_name FROM sqlite_master")
@@ -125,29 +162,30 @@ async def _sqlite_stats(tx: Tx, top: int) -> StoreStats:
         stats.rows[table] = int(row[0]) if row else 0
         if has_dbstat is not None:
             stats.bytes[table] = sizes.get(table, 0)
-    await _largest(tx, stats, top, "length(CAST(content AS BLOB))")
     return stats
 
 
-async def _postgres_stats(tx: Tx, top: int) -> StoreStats:
+async def _postgres_stats(tx: Tx) -> StoreStats:
     stats = StoreStats("postgresql")
     for table in await _present_postgres(tx):
         row = await tx.fetchrow(f"SELECT count(*) FROM {table}")  # fixed names only
         assert row is not None
         stats.rows[table] = int(row[0])
         stats.bytes[table] = await citus.relation_size(tx, table)  # Citus: all shards
-    await _largest(tx, stats, top, "octet_length(content)")
     return stats
 
 
-async def _largest(tx: Tx, stats: StoreStats, top: int, length: str) -> None:
+async def _largest(tx: Tx, stats: StoreStats, top: int, dialect: Dialect) -> None:
     """Conversation counts and the largest conversations of the layouts present."""
+    statements = statements_for(dialect)
     if "conversation_states" in stats.rows:
         stats.conversations = stats.rows["conversation_states"]
-        rows = await tx.fetch(_LARGEST.format(length=length), top)
+        largest = statements.get(_largest_sql)
+        rows = await tx.fetch(largest.sql, *largest.args({"limit": top}))
         stats.largest = [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
     if "memory_chunks" in stats.rows:
         row = await tx.fetchrow("SELECT count(DISTINCT conversation_id) FROM memory_chunks")
         stats.legacy_conversations = int(row[0]) if row else 0
-        rows = await tx.fetch(_LARGEST_LEGACY.format(length=length), top)
+        largest = statements.get(_largest_legacy_sql)
+        rows = await tx.fetch(largest.sql, *largest.args({"limit": top}))
         stats.largest_legacy = [(r[0], int(r[1]), int(r[2])) for r in rows]

@@ -16,7 +16,6 @@ import io
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ...core.config import mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
@@ -42,12 +41,15 @@ __all__ = [
 def sqlalchemy_url(url: str) -> str:
     """The SQLAlchemy async URL for a plain one (the async driver added)."""
     scheme = url_scheme(url)
-    rest = url.split("://", 1)[1]
     if scheme in ("postgresql", "postgres"):
-        return f"postgresql+asyncpg://{rest}"
-    if scheme == "sqlite":
-        return f"sqlite+aiosqlite://{rest}"
-    raise ValidationError("url", f"no migrations for the scheme {scheme!r}")
+        driver = "postgresql+asyncpg"
+    elif scheme == "sqlite":
+        driver = "sqlite+aiosqlite"
+    else:
+        raise ValidationError("url", f"no migrations for the scheme {scheme!r}")
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
 def script_location() -> Path:
@@ -146,7 +148,9 @@ def _reason(exc: BaseException, url: str) -> str:
     text = reason[0] if reason else type(exc).__name__
     # The adapted asyncpg error reads "<class 'asyncpg...Error'>: message".
     text = re.sub(r"^<class '[\w.]+'>: ", "", text)
-    password = urlsplit(url).password
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
     return text.replace(password, "***") if password else text
 
 

@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import ClauseElement
 
 from ...core import jsoncodec
 from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
@@ -21,60 +24,9 @@ from ...core.query import LoadOptions
 from . import tables
 from .base import DatabaseBackend
 from .database import Tx
+from .statements import any_of, bulk_insert, cast_type, metadata_json
 
 __all__ = ["NormalizedBackend"]
-
-
-def _columns(table: sa.Table) -> tuple[str, ...]:
-    return tuple(column.name for column in table.c)
-
-
-def _insert_sql(table: sa.Table) -> str:
-    """An INSERT of every column of ``table``, in the table's order."""
-    columns = _columns(table)
-    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
-
-
-# Each column list once, from the table definitions (conversation_id first).
-INSERT_MESSAGE = _insert_sql(tables.conversation_messages)
-INSERT_ITEM = _insert_sql(tables.memory_context_items)
-# Table and columns of each INSERT, for the bulk path (Tx.copy_rows).
-_INSERT_TARGET = {
-    INSERT_MESSAGE: ("conversation_messages", _columns(tables.conversation_messages)),
-    INSERT_ITEM: ("memory_context_items", _columns(tables.memory_context_items)),
-}
-MSG_COLS = ", ".join(_columns(tables.conversation_messages)[1:])  # seq, role, ...
-ITEM_COLS = ", ".join(_columns(tables.memory_context_items)[1:])  # item_id, source, ...
-# The halves of a load's UNION (see _state_and_messages): a message row has NULL
-# state columns, the state row NULL message columns.
-_STATE_AT = len(tables.conversation_messages.c) - 1
-_NO_MESSAGE = ", ".join(["NULL"] * _STATE_AT)
-_NO_STATE = ", ".join(["NULL"] * 10)
-UPSERT_METADATA = (
-    "INSERT INTO memory_metadata (conversation_id, key, value) VALUES ($1, $2, $3) "
-    "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
-)
-INSERT_STATE = (
-    "INSERT INTO conversation_states (conversation_id, user_id, user_input, focus_areas, "
-    "step_count, last_tool_result, version, message_count, next_item_id, created_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $9) "
-    "ON CONFLICT (conversation_id) DO NOTHING "
-    "RETURNING version, message_count, next_item_id, user_id, created_at"
-)
-PROBE_STATE = "SELECT version, user_id FROM conversation_states WHERE conversation_id = $1"
-OWNER = " AND (user_id IS NULL OR user_id = {})"
-
-
-class _Params:
-    """Numbered placeholders for a statement being built."""
-
-    def __init__(self, *values: Any) -> None:
-        self.values = list(values)
-
-    def add(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${len(self.values)}"
 
 
 class NormalizedBackend(DatabaseBackend):
@@ -114,10 +66,7 @@ class NormalizedBackend(DatabaseBackend):
         n_msgs = len(plan.append_messages)
         n_items = len(plan.add_items)
         if (
-            db.engine == "postgresql"
-            # Not on Citus: it routes the UPDATE and the INSERT each to one shard, but
-            # not an INSERT inside a WITH (it would run in two steps on the coordinator).
-            and getattr(db, "one_statement_append", False)
+            db.one_statement_append
             and not plan.replace
             and plan.truncate_from is None
             and not (plan.add_items or plan.remove_item_ids)
@@ -146,24 +95,20 @@ class NormalizedBackend(DatabaseBackend):
             version, message_count, next_item_id, owner, created_at = row
             first_seq = message_count - n_msgs
             first_item = next_item_id - n_items
+            sql = self._sql
             if plan.replace and not created:
-                for table in ("conversation_messages", "memory_context_items", "memory_metadata"):
-                    await tx.execute(
-                        f"DELETE FROM {table} WHERE conversation_id = $1",
-                        conversation_id,
-                    )
+                for table in (_messages_table, _items, _metadata):
+                    await tx.execute(sql.get(_delete_all_of, table.name).sql, conversation_id)
             elif plan.truncate_from is not None:
                 await tx.execute(
-                    "DELETE FROM conversation_messages WHERE conversation_id = $1 AND seq >= $2",
-                    conversation_id,
-                    plan.truncate_from,
+                    sql.get(_delete_messages_from).sql, conversation_id, plan.truncate_from
                 )
             if plan.append_messages:
                 stamps = db.ts_many([m.timestamp for m in plan.append_messages])
                 dumps = jsoncodec.dumps
                 await self._insert(
                     tx,
-                    INSERT_MESSAGE,
+                    _messages_table,
                     [
                         (
                             conversation_id,
@@ -180,8 +125,7 @@ class NormalizedBackend(DatabaseBackend):
                 )
             if plan.remove_item_ids:
                 await tx.execute(
-                    "DELETE FROM memory_context_items WHERE conversation_id = $1 "
-                    f"AND item_id {db.any_of('$2')}",  # placeholders only
+                    sql.get(_delete_items).sql,
                     conversation_id,
                     db.list_param(plan.remove_item_ids),
                 )
@@ -189,7 +133,7 @@ class NormalizedBackend(DatabaseBackend):
                 stamps = db.ts_many([c.timestamp for c in plan.add_items])
                 await self._insert(
                     tx,
-                    INSERT_ITEM,
+                    _items,
                     [
                         (
                             conversation_id,
@@ -206,14 +150,13 @@ class NormalizedBackend(DatabaseBackend):
                 )
             if plan.delete_metadata:
                 await tx.execute(
-                    "DELETE FROM memory_metadata WHERE conversation_id = $1 "
-                    f"AND key {db.any_of('$2')}",  # placeholders only
+                    sql.get(_delete_metadata).sql,
                     conversation_id,
                     db.list_param(plan.delete_metadata),
                 )
             if plan.set_metadata:
                 await tx.executemany(
-                    UPSERT_METADATA,
+                    sql.get(_upsert_metadata).sql,
                     [(conversation_id, key, value) for key, value in plan.set_metadata.items()],
                 )
             return (version, message_count, next_item_id, owner, created_at), first_seq, first_item
@@ -226,14 +169,13 @@ class NormalizedBackend(DatabaseBackend):
             first_item,
         )
 
-    async def _insert(self, tx: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` with ``sql`` (INSERT_MESSAGE or INSERT_ITEM)."""
+    async def _insert(self, tx: Tx, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (values in the table's column order) into ``table``."""
         if len(rows) > 1:
-            # The adapter's bulk path (PostgreSQL: COPY, far cheaper than a row each).
-            table, columns = _INSERT_TARGET[sql]
-            await tx.copy_rows(table, columns, rows)
+            # The adapter's bulk path (PostgreSQL: one INSERT of arrays).
+            await tx.copy_rows(self._sql.get(bulk_insert, table.name).sql, rows)
         else:
-            await tx.executemany(sql, rows)
+            await tx.executemany(self._sql.get(_insert_row, table.name).sql, rows)
 
     async def _claim_state_row(
         self,
@@ -254,15 +196,16 @@ class NormalizedBackend(DatabaseBackend):
         version = 0
         for _ in range(2):
             if can_create:
-                row = await tx.fetchrow(
-                    INSERT_STATE,
-                    conversation_id,
-                    user_id,
-                    *self._scalar_values(plan),
-                    len(plan.append_messages),
-                    len(plan.add_items),
-                    self._db.ts(now),
+                insert = self._sql.get(_insert_state)
+                values = dict(
+                    zip(_SCALARS, self._scalar_values(plan), strict=True),
+                    conversation_id=conversation_id,
+                    user_id=user_id,
+                    message_count=len(plan.append_messages),
+                    next_item_id=len(plan.add_items),
+                    now=self._db.ts(now),
                 )
+                row = await tx.fetchrow(insert.sql, *insert.args(values))
                 if row is not None:
                     return row, True
             row = await self._update_state_row(
@@ -270,7 +213,7 @@ class NormalizedBackend(DatabaseBackend):
             )
             if row is not None:
                 return row, False
-            probe = await tx.fetchrow(PROBE_STATE, conversation_id)
+            probe = await tx.fetchrow(self._sql.get(_probe_state).sql, conversation_id)
             if probe is None:
                 if can_create:
                     continue  # deleted since our INSERT found it: create it again
@@ -303,44 +246,53 @@ class NormalizedBackend(DatabaseBackend):
         expected_version: int | None,
         now: datetime,
     ) -> Sequence[Any] | None:
-        p = _Params(conversation_id)
-        sql = self._update_sql(p, plan, user_id, expected_version, now)
-        return await tx.fetchrow(sql, *p.values)
+        shape, values = self._update(conversation_id, plan, user_id, expected_version, now)
+        statement = self._sql.get(_update_state, *shape)
+        return await tx.fetchrow(statement.sql, *statement.args(values))
 
-    def _update_sql(
+    def _update(
         self,
-        p: _Params,
+        conversation_id: str,
         plan: WritePlan,
         user_id: str | None,
         expected_version: int | None,
         now: datetime,
-    ) -> str:
-        """The UPDATE of the state row (``$1``: the conversation id), RETURNING
-        version, message_count, next_item_id, user_id, created_at."""
-        sets = [f"updated_at = {p.add(self._db.ts(now))}", "version = version + 1"]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The shape of the UPDATE of the state row for ``plan`` (the arguments of
+        ``_update_state``) and its parameter values."""
         n_msgs = len(plan.append_messages)
+        values: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "set_updated_at": self._db.ts(now),
+            "user_id": user_id,
+            "expected_version": expected_version,
+            "expected_count": plan.expected_count,
+            "n_items": len(plan.add_items),
+        }
         if plan.replace:
-            sets.append(f"message_count = {p.add(n_msgs)}")
+            count = "set"
+            values["set_message_count"] = n_msgs
         elif plan.truncate_from is not None:
-            sets.append(f"message_count = {p.add(plan.truncate_from + n_msgs)}")
+            count = "set"
+            values["set_message_count"] = plan.truncate_from + n_msgs
         elif n_msgs:
-            sets.append(f"message_count = message_count + {p.add(n_msgs)}")
-        if plan.add_items:
-            sets.append(f"next_item_id = next_item_id + {p.add(len(plan.add_items))}")
+            count = "add"
+            values["n_messages"] = n_msgs
+        else:
+            count = ""
         for name, value in plan.scalars.items():
             if name in ("focus_areas", "last_tool_result"):
                 value = jsoncodec.dumps(value)
-            sets.append(f"{name} = {p.add(value)}")
-        sql = f"UPDATE conversation_states SET {', '.join(sets)} WHERE conversation_id = $1"
-        if user_id is not None:
-            sql += OWNER.format(p.add(user_id))
-        if expected_version is not None:
-            sql += f" AND version = {p.add(expected_version)}"
-        if plan.expected_count is not None:
-            # Rewriting from truncate_from must not delete messages appended since the
-            # state was loaded: no row matches then, and the probe raises VersionConflict.
-            sql += f" AND message_count = {p.add(plan.expected_count)}"
-        return sql + " RETURNING version, message_count, next_item_id, user_id, created_at"
+            values["set_" + name] = value
+        shape = (
+            count,
+            bool(plan.add_items),
+            tuple(plan.scalars),
+            user_id is not None,
+            expected_version is not None,
+            plan.expected_count is not None,
+        )
+        return shape, values
 
     async def _append_in_one_statement(
         self,
@@ -351,47 +303,39 @@ class NormalizedBackend(DatabaseBackend):
         expected_version: int | None,
         now: datetime,
     ) -> Sequence[Any] | None:
-        """PostgreSQL: an append-only plan as one statement, the UPDATE's RETURNING
-        feeding the INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four
-        (the per-turn append). None when the UPDATE matched no row."""
-        p = _Params(conversation_id)
-        update = self._update_sql(p, plan, user_id, expected_version, now)
-        if not plan.append_messages:
-            return await tx.fetchrow(update, *p.values)
+        """An append-only plan as one statement, the UPDATE's RETURNING feeding the
+        INSERT, so it needs no BEGIN/COMMIT: one round trip instead of four (the
+        per-turn append). None when the UPDATE matched no row."""
+        shape, values = self._update(conversation_id, plan, user_id, expected_version, now)
         msgs = plan.append_messages
+        if not msgs:
+            update = self._sql.get(_update_state, *shape)
+            return await tx.fetchrow(update.sql, *update.args(values))
         dumps = jsoncodec.dumps
-        n = p.add(len(msgs))
         metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
-        if len(msgs) == 1:
+        one = len(msgs) == 1
+        if one:
             # The per-turn case: plain parameters, cheaper for the server than arrays.
             m = msgs[0]
-            rows = (
-                f"(VALUES ({p.add(m.role)}::text, {p.add(m.content)}::text, "
-                f"{p.add(m.message_type)}::text, {p.add(m.tool_name)}::text, "
-                f"{p.add(m.timestamp)}::timestamptz, {p.add(metadata[0])}::jsonb, 1::bigint))"
+            values.update(
+                new_role=m.role,
+                new_content=m.content,
+                new_message_type=m.message_type,
+                new_tool_name=m.tool_name,
+                new_created_at=m.timestamp,
+                new_metadata=metadata[0],
             )
         else:
-            rows = (
-                f"unnest({p.add([m.role for m in msgs])}::text[], "
-                f"{p.add([m.content for m in msgs])}::text[], "
-                f"{p.add([m.message_type for m in msgs])}::text[], "
-                f"{p.add([m.tool_name for m in msgs])}::text[], "
-                f"{p.add([m.timestamp for m in msgs])}::timestamptz[], "
-                f"{p.add(metadata)}::jsonb[]) WITH ORDINALITY"
+            values.update(
+                new_role=[m.role for m in msgs],
+                new_content=[m.content for m in msgs],
+                new_message_type=[m.message_type for m in msgs],
+                new_tool_name=[m.tool_name for m in msgs],
+                new_created_at=[m.timestamp for m in msgs],
+                new_metadata=metadata,
             )
-        sql = (
-            f"WITH s AS ({update}), m AS (INSERT INTO conversation_messages (conversation_id, "
-            "seq, role, content, message_type, tool_name, created_at, metadata) "
-            f"SELECT $1, s.message_count - {n} + t.i - 1, t.role, t.content, t.message_type, "
-            f"t.tool_name, t.created_at, t.metadata FROM s, {rows} "
-            "AS t(role, content, message_type, tool_name, created_at, metadata, i)) "
-            "SELECT * FROM s"
-        )
-        return await tx.fetchrow(sql, *p.values)
-
-    def _in(self, p: _Params, values: Any) -> str:
-        """SQL testing membership in ``values``, bound as one parameter."""
-        return self._db.any_of(p.add(self._db.list_param(sorted(values))))
+        statement = self._sql.get(_append_messages, one, *shape)
+        return await tx.fetchrow(statement.sql, *statement.args(values))
 
     # -- reads -----------------------------------------------------------------------
 
@@ -453,54 +397,42 @@ class NormalizedBackend(DatabaseBackend):
         The messages are bounded by the state row's ``message_count``, so an append
         cannot show up half-way. A window, where a statement costs a round trip
         (``Database.statements_are_round_trips``), comes with the state row in one
-        statement: a UNION of the state row (message columns NULL, sorted first) and
-        the window's rows (state columns NULL). Not a whole history: sorting it would
+        statement (see ``_state_and_window``). Not a whole history: sorting it would
         spill to disk past ``work_mem`` on a long history, for a round
         trip that is nothing next to its transfer. In process (SQLite) two plain
         statements are faster than the UNION's sort."""
         db = self._db
-        p = _Params(conversation_id)
-        state_sql = (
-            "SELECT user_id, user_input, focus_areas, step_count, last_tool_result, version, "
-            f"message_count, created_at, updated_at, {db.metadata_agg} AS metadata "
-            "FROM conversation_states s WHERE conversation_id = $1"
-        )
-        if user_id is not None:
-            state_sql += OWNER.format(p.add(user_id))
+        owned = user_id is not None
+        by_types = options.message_types is not None
+        by_tool = options.tool_name is not None
+        values: dict[str, Any] = {"conversation_id": conversation_id, "user_id": user_id}
+        if by_types:
+            values["message_types"] = db.list_param(sorted(options.message_types or ()))
+        values["tool_name"] = options.tool_name
+        values["last_messages"] = options.last_messages
         if not (db.statements_are_round_trips and options.last_messages is not None):
-            row = await tx.fetchrow(state_sql, *p.values)
+            statement = self._sql.get(_state_select, owned)
+            row = await tx.fetchrow(statement.sql, *statement.args(values))
             if row is None:
                 return None
             if options.last_messages == 0:
                 return row, []
-            p = _Params(conversation_id, row[6])
-            rows = await tx.fetch(self._messages_sql(p, "$2", options), *p.values)
-            if options.last_messages is not None:
+            values["message_count"] = row[6]
+            window = options.last_messages is not None
+            statement = self._sql.get(_messages_select, by_types, by_tool, window)
+            rows = await tx.fetch(statement.sql, *statement.args(values))
+            if window:
                 rows.reverse()  # the window came newest first
             return row, rows
-        sql = f"WITH s AS ({state_sql}) SELECT {_NO_MESSAGE}, s.* FROM s"
-        if options.last_messages != 0:
-            messages_sql = self._messages_sql(p, "(SELECT message_count FROM s)", options)
-            sql += (
-                f" UNION ALL SELECT w.*, {_NO_STATE} FROM ({messages_sql}) w ORDER BY 1 NULLS FIRST"
-            )
-        rows = await tx.fetch(sql, *p.values)
+        if options.last_messages == 0:
+            statement = self._sql.get(_state_select, owned)
+            row = await tx.fetchrow(statement.sql, *statement.args(values))
+            return None if row is None else (row, [])
+        statement = self._sql.get(_state_and_window, owned, by_types, by_tool)
+        rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
         return rows[0][_STATE_AT:], rows[1:]
-
-    def _messages_sql(self, p: _Params, count: str, options: LoadOptions) -> str:
-        """The SELECT of the messages ``options`` asks for among the first ``count``
-        (SQL) of conversation ``$1``: in seq order, or newest first for a window."""
-        where = f"conversation_id = $1 AND seq < {count}"
-        if options.message_types is not None:
-            where += f" AND message_type {self._in(p, options.message_types)}"
-        if options.tool_name is not None:
-            where += f" AND tool_name = {p.add(options.tool_name)}"
-        order = "ORDER BY seq"
-        if options.last_messages is not None:
-            order = f"ORDER BY seq DESC LIMIT {p.add(options.last_messages)}"
-        return f"SELECT {MSG_COLS} FROM conversation_messages WHERE {where} {order}"
 
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
         ts_out = self._db.ts_out
@@ -531,24 +463,26 @@ class NormalizedBackend(DatabaseBackend):
         if options.context_limit == 0:
             return []
         db = self._db
-        p = _Params(conversation_id)
-        where = "conversation_id = $1"
+        values: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "min_relevance": options.min_relevance,
+            "context_limit": options.context_limit,
+        }
         if options.context_sources is not None:
-            where += f" AND source {self._in(p, options.context_sources)}"
+            values["context_sources"] = db.list_param(sorted(options.context_sources))
         if options.context_types is not None:
-            where += f" AND context_type {self._in(p, options.context_types)}"
+            values["context_types"] = db.list_param(sorted(options.context_types))
         if options.focus_only:
-            where += f" AND context_type {self._in(p, set(focus_areas))}"
-        if options.min_relevance is not None:
-            where += f" AND relevance_score >= {p.add(options.min_relevance)}"
-        if options.context_limit is None:
-            order = "ORDER BY item_id"
-        else:
-            order = f"ORDER BY relevance_score DESC, item_id LIMIT {p.add(options.context_limit)}"
-        rows = await tx.fetch(
-            f"SELECT {ITEM_COLS} FROM memory_context_items WHERE {where} {order}",
-            *p.values,
+            values["focus_areas"] = db.list_param(sorted(set(focus_areas)))
+        statement = self._sql.get(
+            _items_select,
+            options.context_sources is not None,
+            options.context_types is not None,
+            options.focus_only,
+            options.min_relevance is not None,
+            options.context_limit is not None,
         )
+        rows = await tx.fetch(statement.sql, *statement.args(values))
         if options.context_limit is not None:
             rows.sort(key=lambda r: r[0])
         items = []
@@ -572,31 +506,323 @@ class NormalizedBackend(DatabaseBackend):
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete a conversation (its rows go with it: ON DELETE CASCADE)."""
-        p = _Params(conversation_id)
-        sql = "DELETE FROM conversation_states WHERE conversation_id = $1"
-        if user_id is not None:
-            sql += OWNER.format(p.add(user_id))
+        statement = self._sql.get(_delete_state, user_id is not None)
+        values = {"conversation_id": conversation_id, "user_id": user_id}
         async with self._db.transaction() as tx:
-            deleted = await tx.execute(sql, *p.values)
+            deleted = await tx.execute(statement.sql, *statement.args(values))
         return deleted > 0
 
     async def list_conversations(
         self, *, user_id: str | None, limit: int, after: str | None
     ) -> list[ConversationInfo]:
         """Conversations ordered by id (see ``StorageBackend.list_conversations``)."""
-        p = _Params()
-        where = []
-        if user_id is not None:
-            where.append(f"user_id = {p.add(user_id)}")
-        if after is not None:
-            where.append(f"conversation_id > {p.add(after)}")
-        sql = (
-            "SELECT conversation_id, user_id, version, message_count, created_at, updated_at "
-            "FROM conversation_states"
-        )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY conversation_id LIMIT {p.add(limit)}"
-        rows = await self._db.run(lambda tx: tx.fetch(sql, *p.values), write=False)
+        statement = self._sql.get(_list_states, user_id is not None, after is not None)
+        args = statement.args({"user_id": user_id, "after": after, "limit": limit})
+        rows = await self._db.run(lambda tx: tx.fetch(statement.sql, *args), write=False)
         ts_out = self._db.ts_out
         return [ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows]
+
+
+# -- statement builders (compiled once per dialect and shape: see statements.py) ------
+
+_states = tables.conversation_states
+
+
+def _owned_by(table: sa.Table) -> sa.ColumnElement[bool]:
+    """The row has no owner or is the caller's (parameter ``user_id``)."""
+    return sa.or_(table.c.user_id.is_(None), table.c.user_id == sa.bindparam("user_id"))
+
+
+def _delete_state(dialect: Dialect, owned: bool) -> sa.Delete:
+    statement = sa.delete(_states).where(
+        _states.c.conversation_id == sa.bindparam("conversation_id")
+    )
+    return statement.where(_owned_by(_states)) if owned else statement
+
+
+def _list_states(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
+    s = _states
+    statement = sa.select(
+        s.c.conversation_id,
+        s.c.user_id,
+        s.c.version,
+        s.c.message_count,
+        s.c.created_at,
+        s.c.updated_at,
+    )
+    if by_user:
+        statement = statement.where(s.c.user_id == sa.bindparam("user_id"))
+    if after:
+        statement = statement.where(s.c.conversation_id > sa.bindparam("after"))
+    return statement.order_by(s.c.conversation_id).limit(sa.bindparam("limit"))
+
+
+_messages_table = tables.conversation_messages
+_items = tables.memory_context_items
+# A message row as loaded: every column but conversation_id (seq, role, ...).
+_MESSAGE_COLUMNS = tuple(_messages_table.c)[1:]
+_ITEM_COLUMNS = tuple(_items.c)[1:]
+# The state row as loaded; the metadata aggregate follows it.
+_STATE_COLUMNS = tuple(
+    _states.c[name]
+    for name in (
+        "user_id",
+        "user_input",
+        "focus_areas",
+        "step_count",
+        "last_tool_result",
+        "version",
+        "message_count",
+        "created_at",
+        "updated_at",
+    )
+)
+# In the UNION of _state_and_window a message row has NULL state columns, the state
+# row NULL message columns.
+_STATE_AT = len(_MESSAGE_COLUMNS)
+
+
+def _state_select(dialect: Dialect, owned: bool) -> sa.Select[Any]:
+    """The state row of conversation ``conversation_id`` and its metadata."""
+    conversation_id: sa.BindParameter[str] = sa.bindparam("conversation_id")
+    statement = sa.select(
+        *_STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")
+    ).where(_states.c.conversation_id == conversation_id)
+    return statement.where(_owned_by(_states)) if owned else statement
+
+
+def _messages_of(
+    dialect: Dialect, count: sa.ColumnElement[Any], by_types: bool, by_tool: bool, window: bool
+) -> sa.Select[Any]:
+    """The messages among the first ``count`` of conversation ``conversation_id``
+    that the options ask for: in seq order, or the window newest first."""
+    m = _messages_table
+    statement = sa.select(*_MESSAGE_COLUMNS).where(
+        m.c.conversation_id == sa.bindparam("conversation_id"), m.c.seq < count
+    )
+    if by_types:
+        statement = statement.where(any_of(m.c.message_type, "message_types", dialect))
+    if by_tool:
+        statement = statement.where(m.c.tool_name == sa.bindparam("tool_name"))
+    if window:
+        return statement.order_by(m.c.seq.desc()).limit(sa.bindparam("last_messages"))
+    return statement.order_by(m.c.seq)
+
+
+def _messages_select(
+    dialect: Dialect, by_types: bool, by_tool: bool, window: bool
+) -> sa.Select[Any]:
+    count = sa.bindparam("message_count", type_=sa.BigInteger)
+    return _messages_of(dialect, count, by_types, by_tool, window)
+
+
+def _state_and_window(
+    dialect: Dialect, owned: bool, by_types: bool, by_tool: bool
+) -> ClauseElement:
+    """The state row and a window of messages in one statement: a UNION of the state
+    row (message columns NULL, sorted first) and the window's rows (state columns
+    NULL), the window bounded by the state row's message_count."""
+    state = _state_select(dialect, owned).cte("s")
+    count = sa.select(state.c.message_count).scalar_subquery()
+    window = _messages_of(dialect, count, by_types, by_tool, True).subquery("w")
+    no_message = [sa.null()] * _STATE_AT
+    no_state = [sa.null()] * len(state.c)
+    return sa.union_all(sa.select(*no_message, *state.c), sa.select(*window.c, *no_state)).order_by(
+        sa.nulls_first(sa.literal_column("1"))
+    )
+
+
+def _items_select(
+    dialect: Dialect,
+    by_sources: bool,
+    by_types: bool,
+    focus_only: bool,
+    by_relevance: bool,
+    limited: bool,
+) -> sa.Select[Any]:
+    """The context items the options ask for: in id order, or the most relevant
+    ``context_limit`` (the caller puts them back in id order)."""
+    c = _items.c
+    statement = sa.select(*_ITEM_COLUMNS).where(
+        c.conversation_id == sa.bindparam("conversation_id")
+    )
+    if by_sources:
+        statement = statement.where(any_of(c.source, "context_sources", dialect))
+    if by_types:
+        statement = statement.where(any_of(c.context_type, "context_types", dialect))
+    if focus_only:
+        statement = statement.where(any_of(c.context_type, "focus_areas", dialect))
+    if by_relevance:
+        statement = statement.where(c.relevance_score >= sa.bindparam("min_relevance"))
+    if not limited:
+        return statement.order_by(c.item_id)
+    return statement.order_by(c.relevance_score.desc(), c.item_id).limit(
+        sa.bindparam("context_limit")
+    )
+
+
+_metadata = tables.memory_metadata
+_TABLES = {table.name: table for table in (_states, _messages_table, _items, _metadata)}
+# The scalar columns a replacing save sets (WritePlan.scalars), in _scalar_values' order.
+_SCALARS = ("user_input", "focus_areas", "step_count", "last_tool_result")
+# What a write of the state row returns.
+_STATE_RETURNING = tuple(
+    _states.c[name]
+    for name in ("version", "message_count", "next_item_id", "user_id", "created_at")
+)
+
+
+def _of_conversation(table: sa.Table) -> sa.ColumnElement[bool]:
+    return table.c.conversation_id == sa.bindparam("conversation_id")
+
+
+def _insert_row(dialect: Dialect, table: str) -> sa.Insert:
+    """An INSERT of one row of ``table``, its values in the table's column order (as
+    the rows ``_write`` builds)."""
+    return sa.insert(_TABLES[table])
+
+
+def _delete_all_of(dialect: Dialect, table: str) -> sa.Delete:
+    """Parameters: conversation_id."""
+    return sa.delete(_TABLES[table]).where(_of_conversation(_TABLES[table]))
+
+
+def _delete_messages_from(dialect: Dialect) -> sa.Delete:
+    """Parameters: conversation_id, the first seq to delete."""
+    m = _messages_table
+    return sa.delete(m).where(_of_conversation(m), m.c.seq >= sa.bindparam("truncate_from"))
+
+
+def _delete_items(dialect: Dialect) -> sa.Delete:
+    """Parameters: conversation_id, the item ids (``list_param``)."""
+    return sa.delete(_items).where(
+        _of_conversation(_items), any_of(_items.c.item_id, "item_ids", dialect)
+    )
+
+
+def _delete_metadata(dialect: Dialect) -> sa.Delete:
+    """Parameters: conversation_id, the keys (``list_param``)."""
+    return sa.delete(_metadata).where(
+        _of_conversation(_metadata), any_of(_metadata.c.key, "keys", dialect)
+    )
+
+
+def _upsert(dialect: Dialect, table: sa.Table) -> Any:
+    """The dialect's INSERT with ON CONFLICT."""
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return insert(table)
+
+
+def _upsert_metadata(dialect: Dialect) -> Any:
+    """Parameters: conversation_id, key, value (the table's order)."""
+    statement = _upsert(dialect, _metadata)
+    return statement.on_conflict_do_update(
+        index_elements=[_metadata.c.conversation_id, _metadata.c.key],
+        set_={"value": statement.excluded.value},
+    )
+
+
+def _insert_state(dialect: Dialect) -> Any:
+    """Create the state row of a replacing save, unless it exists; RETURNING it."""
+    now: sa.BindParameter[Any] = sa.bindparam("now")
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in _SCALARS}
+    values.update(
+        conversation_id=sa.bindparam("conversation_id"),
+        user_id=sa.bindparam("user_id"),
+        version=sa.literal_column("1"),
+        message_count=sa.bindparam("message_count"),
+        next_item_id=sa.bindparam("next_item_id"),
+        created_at=now,
+        updated_at=now,
+    )
+    statement = _upsert(dialect, _states).values(values)
+    return statement.on_conflict_do_nothing(index_elements=[_states.c.conversation_id]).returning(
+        *_STATE_RETURNING
+    )
+
+
+def _probe_state(dialect: Dialect) -> sa.Select[Any]:
+    """Parameters: conversation_id."""
+    return sa.select(_states.c.version, _states.c.user_id).where(_of_conversation(_states))
+
+
+def _update_state(
+    dialect: Dialect,
+    count: str,
+    add_items: bool,
+    scalars: tuple[str, ...],
+    owned: bool,
+    versioned: bool,
+    counted: bool,
+) -> sa.Update:
+    """The UPDATE of a write's state row, RETURNING it: a new version, the message
+    count set (``count == "set"``) or raised (``"add"``), item ids taken, the
+    ``scalars`` set. ``owned``, ``versioned`` and ``counted`` add the conditions the
+    write expects; no row matches when one fails."""
+    s = _states
+    one: sa.ColumnClause[Any] = sa.literal_column("1")
+    values: dict[str, Any] = {
+        "updated_at": sa.bindparam("set_updated_at"),
+        "version": s.c.version + one,
+    }
+    if count == "set":
+        values["message_count"] = sa.bindparam("set_message_count")
+    elif count == "add":
+        values["message_count"] = s.c.message_count + sa.bindparam("n_messages")
+    if add_items:
+        values["next_item_id"] = s.c.next_item_id + sa.bindparam("n_items")
+    for name in scalars:
+        values[name] = sa.bindparam("set_" + name)
+    statement = sa.update(s).values(values).where(_of_conversation(s))
+    if owned:
+        statement = statement.where(_owned_by(s))
+    if versioned:
+        statement = statement.where(s.c.version == sa.bindparam("expected_version"))
+    if counted:
+        # Rewriting from truncate_from must not delete messages appended since the
+        # state was loaded: no row matches then, and the probe raises VersionConflict.
+        statement = statement.where(s.c.message_count == sa.bindparam("expected_count"))
+    return statement.returning(*_STATE_RETURNING)
+
+
+# The columns of an appended message that come from parameters (new_<name>): all but
+# its key, which the statement computes.
+_NEW_MESSAGE = tuple(c.name for c in _messages_table.c if not c.primary_key)
+
+
+def _append_messages(dialect: Dialect, one: bool, *update: Any) -> sa.Select[Any]:
+    """PostgreSQL: ``_update_state`` and the INSERT of the appended messages in one
+    statement, the UPDATE's RETURNING giving their seqs (a data-modifying WITH)."""
+    m = _messages_table
+    state = _update_state(dialect, *update).cte("s")
+    new: Any
+    if one:
+        new = sa.select(
+            *(
+                sa.cast(sa.bindparam("new_" + name), cast_type(m.c[name], dialect)).label(name)
+                for name in _NEW_MESSAGE
+            ),
+            sa.literal_column("1").label("i"),
+        ).subquery("t")
+    else:
+        new = (
+            sa.func.unnest(
+                *(
+                    sa.cast(
+                        sa.bindparam("new_" + name),
+                        postgresql.ARRAY(cast_type(m.c[name], dialect)),
+                    )
+                    for name in _NEW_MESSAGE
+                )
+            )
+            .table_valued(*_NEW_MESSAGE, with_ordinality="i")
+            .render_derived(name="t")
+        )
+    first = state.c.message_count - sa.bindparam("n_messages", type_=sa.BigInteger)
+    rows = sa.select(
+        sa.bindparam("conversation_id"),
+        first + new.c.i - sa.literal_column("1"),
+        *(new.c[name] for name in _NEW_MESSAGE),
+    ).select_from(state, new)
+    insert = sa.insert(m).from_select([c.name for c in m.c], rows).cte("m")
+    return sa.select(*state.c).add_cte(insert)
