@@ -1,4 +1,4 @@
-"""The README's results section, from a pytest-benchmark JSON file.
+"""The results section of docs/benchmarks.md, from a pytest-benchmark JSON file.
 
     .venv/bin/pytest benchmarks --benchmark-only --benchmark-group-by=group \\
         --benchmark-json=bench.json
