@@ -18,17 +18,10 @@ from typing import Any
 
 import orjson
 
+from statestore.cli.bench import SCENARIO_NAMES
+
 ENGINES = {"sqlite": ("sqlite", "SQLite"), "postgresql": ("postgres", "PostgreSQL")}
-SCENARIO_ORDER = [
-    "save_full",
-    "append_one",
-    "save_after_turn",
-    "update_scalar",
-    "load_full",
-    "load_window",
-    "load_turn",
-    "grow",
-]
+SCENARIO_ORDER = SCENARIO_NAMES
 
 Key = tuple[str, str, int]  # scenario, target, size
 
