@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 
 from ..core import jsoncodec
 from ..core.backend import (
+    SCALARS,
     Capability,
     ConversationInfo,
     StorageBackend,
@@ -170,9 +171,7 @@ class DualBackend:
 
     def _sides(self, conversation_id: str) -> tuple[StorageBackend, StorageBackend]:
         """(serving side, following side) for one conversation."""
-        if not isinstance(conversation_id, str) or in_rollout(
-            conversation_id, self.rollout_percent, self.rollout_prefixes
-        ):
+        if in_rollout(conversation_id, self.rollout_percent, self.rollout_prefixes):
             return self.primary_backend, self.shadow_backend
         return self.shadow_backend, self.primary_backend
 
@@ -329,12 +328,7 @@ def _replacing(view: StoredView) -> WritePlan:
     """A plan that makes a conversation hold exactly ``view``'s content."""
     return WritePlan(
         replace=True,
-        scalars={
-            "user_input": view.user_input,
-            "focus_areas": view.focus_areas,
-            "step_count": view.step_count,
-            "last_tool_result": view.last_tool_result,
-        },
+        scalars={name: getattr(view, name) for name in SCALARS},
         append_messages=view.messages,
         add_items=view.items,
         set_metadata={k: jsoncodec.dumps(v) for k, v in view.metadata.items()},

@@ -63,6 +63,7 @@ from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
+from .sql.citus import HAS_CITUS
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
 from .sql.statements import dialect_for
@@ -225,9 +226,8 @@ class ConnectionPool:
     """The store's own pool: at most ``size`` asyncpg connections, opened when needed
     and reused, most recently used first.
 
-    Not ``asyncpg.create_pool``: its acquire and release cost 30-60 µs together
-    (release always runs in a shielded task, with a timer for the idle lifetime),
-    which on a windowed load is a third of the raw driver's own time; taking an idle
+    Not ``asyncpg.create_pool``: its release always runs in a shielded task, with a
+    timer for the idle lifetime, on every call; taking an idle
     connection here and giving it back do not yield to the event loop. What asyncpg's
     pool does on release that matters here is kept: a connection given back closed
     or still inside a transaction is terminated (the server rolls back), and its slot
@@ -419,9 +419,7 @@ class PostgresDatabase:
         head = migrations.head_revision()
 
         async def body(tx: Tx) -> Any:
-            citus = await tx.fetchrow(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
-            )
+            citus = await tx.fetchrow(HAS_CITUS)
             self.one_statement_append = not (citus and citus[0])
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
@@ -465,9 +463,6 @@ class PostgresDatabase:
         except Exception as exc:
             self._raise_translated(exc)
 
-    async def _release(self, pool: ConnectionPool | _ApplicationPool, conn: Any) -> None:
-        await pool.release(conn)
-
     async def _lost(self, pool: ConnectionPool | _ApplicationPool, conn: Any) -> None:
         """``conn`` died, or was left mid-operation by a dropped socket: terminate it
         so that it is never handed out again. Whatever killed it (a restart, a
@@ -498,12 +493,12 @@ class PostgresDatabase:
             except Exception as exc:
                 if is_dead_connection(exc):
                     await self._lost(pool, conn)
-                await self._release(pool, conn)
+                await pool.release(conn)
                 if attempts > 0 and is_dead_connection(exc):
                     continue
                 self._raise_translated(exc)
             except BaseException:
-                await self._release(pool, conn)
+                await pool.release(conn)
                 raise
             return pool, conn, transaction
 
@@ -541,7 +536,7 @@ class PostgresDatabase:
                     "all, and which is unknown: load the conversation to see"
                 ) from exc
         finally:
-            await self._release(pool, conn)
+            await pool.release(conn)
 
     async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
         if write:
@@ -564,7 +559,7 @@ class PostgresDatabase:
                     continue
                 self._raise_translated(exc)
             finally:
-                await self._release(pool, conn)
+                await pool.release(conn)
 
     def ts(self, value: datetime) -> datetime:
         return value

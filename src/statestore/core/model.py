@@ -135,7 +135,7 @@ class Message:
             self.timestamp,
             self.metadata,
             seq,
-            validated=True,
+            True,  # validated
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +234,7 @@ class ContextItem:
             self.timestamp,
             self.metadata,
             item_id,
-            validated=True,
+            True,  # validated
         )
 
     def to_dict(self) -> dict[str, Any]:

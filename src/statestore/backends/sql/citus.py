@@ -31,6 +31,7 @@ __all__ = [
     "REFERENCE_TABLES",
     "distribute_tables",
     "is_citus",
+    "HAS_CITUS",
     "relation_size",
 ]
 
@@ -42,7 +43,7 @@ DISTRIBUTION_COLUMN = "conversation_id"
 ANCHOR = "conversation_states"
 REFERENCE_TABLES = ("alembic_version",)
 
-_HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 # The Citus tables of the current schema: 'h' hash-distributed, anything else
 # (reference, or a local table Citus tracks) not distributed by conversation.
 _CITUS_TABLES = (
@@ -54,7 +55,7 @@ _CITUS_TABLES = (
 
 def is_citus(connection: Connection) -> bool:
     """Whether ``connection`` (PostgreSQL) is to a database with Citus installed."""
-    return bool(connection.exec_driver_sql(_HAS_CITUS).scalar())
+    return bool(connection.exec_driver_sql(HAS_CITUS).scalar())
 
 
 def distribute_tables(connection: Connection) -> list[str]:
@@ -103,7 +104,7 @@ async def relation_size(tx: Tx, table: str) -> int:
     node (the coordinator's own relation of a distributed table is an empty shell),
     else ``pg_total_relation_size``."""
     size = "pg_total_relation_size($1)"
-    has_citus = await tx.fetchrow(_HAS_CITUS)
+    has_citus = await tx.fetchrow(HAS_CITUS)
     if has_citus is not None and has_citus[0]:
         size = (
             "CASE WHEN EXISTS (SELECT 1 FROM pg_dist_partition "

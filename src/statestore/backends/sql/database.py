@@ -47,6 +47,8 @@ class Database(Protocol):
     """What the statements are compiled for (``statements.dialect_for(engine)``)."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
+    """Whether each statement costs a round trip to a server (so reads are worth
+    merging into one statement) or runs in process."""
     writers_take_turns: bool
     """Whether a write transaction excludes every other writer (SQLite's BEGIN
     IMMEDIATE), so a read-modify-write needs no lock of its own."""
@@ -55,8 +57,6 @@ class Database(Protocol):
     ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route
     an INSERT inside a WITH to one shard (it would run in two steps on the
     coordinator)."""
-    """Whether each statement costs a round trip to a server (so reads are worth
-    merging into one statement) or runs in process."""
 
     async def connect(self, migrate: bool | None) -> None: ...
 

@@ -17,7 +17,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
 from ...core import jsoncodec
-from ...core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
+from ...core.backend import (
+    SCALARS,
+    Capability,
+    ConversationInfo,
+    StoredView,
+    WritePlan,
+    WriteResult,
+)
 from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
 from ...core.model import ContextItem, Message
 from ...core.query import LoadOptions
@@ -198,7 +205,7 @@ class NormalizedBackend(DatabaseBackend):
             if can_create:
                 insert = self._sql.get(_insert_state)
                 values = dict(
-                    zip(_SCALARS, self._scalar_values(plan), strict=True),
+                    zip(SCALARS, self._scalar_values(plan), strict=True),
                     conversation_id=conversation_id,
                     user_id=user_id,
                     message_count=len(plan.append_messages),
@@ -662,9 +669,6 @@ def _items_select(
 
 
 _metadata = tables.memory_metadata
-_TABLES = {table.name: table for table in (_states, _messages_table, _items, _metadata)}
-# The scalar columns a replacing save sets (WritePlan.scalars), in _scalar_values' order.
-_SCALARS = ("user_input", "focus_areas", "step_count", "last_tool_result")
 # What a write of the state row returns.
 _STATE_RETURNING = tuple(
     _states.c[name]
@@ -679,12 +683,13 @@ def _of_conversation(table: sa.Table) -> sa.ColumnElement[bool]:
 def _insert_row(dialect: Dialect, table: str) -> sa.Insert:
     """An INSERT of one row of ``table``, its values in the table's column order (as
     the rows ``_write`` builds)."""
-    return sa.insert(_TABLES[table])
+    return sa.insert(tables.metadata.tables[table])
 
 
 def _delete_all_of(dialect: Dialect, table: str) -> sa.Delete:
     """Parameters: conversation_id."""
-    return sa.delete(_TABLES[table]).where(_of_conversation(_TABLES[table]))
+    target = tables.metadata.tables[table]
+    return sa.delete(target).where(_of_conversation(target))
 
 
 def _delete_messages_from(dialect: Dialect) -> sa.Delete:
@@ -725,7 +730,7 @@ def _upsert_metadata(dialect: Dialect) -> Any:
 def _insert_state(dialect: Dialect) -> Any:
     """Create the state row of a replacing save, unless it exists; RETURNING it."""
     now: sa.BindParameter[Any] = sa.bindparam("now")
-    values: dict[str, Any] = {name: sa.bindparam(name) for name in _SCALARS}
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in SCALARS}
     values.update(
         conversation_id=sa.bindparam("conversation_id"),
         user_id=sa.bindparam("user_id"),
