@@ -176,18 +176,24 @@ HEAVY = (
 
 
 def _modules_after(*argv: str) -> set[str]:
-    """The modules a fresh interpreter has imported after running the command."""
+    """The modules a fresh interpreter has imported after running the command, which
+    must succeed (a command that stopped early would import little)."""
     code = (
         "import contextlib, io, json, sys\n"
         "from statestore.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-        f"    status = main({list(argv)!r})\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "try:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"        status = main({list(argv)!r})\n"
+        "except SystemExit as exc:\n"
+        "    status = exc.code\n"
+        "print(json.dumps([status, sorted(sys.modules)]))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    return set(json.loads(result.stdout.splitlines()[-1]))
+    status, modules = json.loads(result.stdout.splitlines()[-1])
+    assert status in (0, None), result.stderr
+    return set(modules)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["show", "conv-1"]])

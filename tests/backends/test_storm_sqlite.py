@@ -277,4 +277,6 @@ async def test_writers_killed_over_and_over_reader_never_sees_a_torn_turn(
         f"{len(unacked)} failed turns ({len(unacked & set(stored))} of them stored whole, "
         f"{len(log.failed)} BackendUnavailable), {loads} checked reads"
     )
-    assert kills == STORM_KILLS and len(log.acked) > 0 and loads > 0
+    assert len(log.acked) > 0 and loads > 0
+    # the kills cut turns short: some turn of the killed writer was never acknowledged
+    assert any(_order(t)[0] == 0 for t in unacked)

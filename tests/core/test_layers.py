@@ -43,6 +43,8 @@ def _statestore_imports(path: Path) -> set[str]:
 )
 def test_imports_point_down(layer: str, forbidden: set[str]) -> None:
     """No module of ``layer`` imports a package above it."""
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
+    paths = sorted((PACKAGE / layer).rglob("*.py"))
+    assert paths, PACKAGE / layer
+    for path in paths:
         above = _statestore_imports(path) & forbidden
         assert not above, f"{path.relative_to(PACKAGE)} imports {sorted(above)}"

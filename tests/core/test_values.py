@@ -27,6 +27,7 @@ def test_stored_values_are_not_checked_again_and_stay_frozen() -> None:
     checked = Message("user", "hi", "text", None, T, {"a": 1}, 3)
     stored = Message("user", "hi", "text", None, T, {"a": 1}, 3, validated=True)
     assert stored == checked and stored.seq == 3
+    assert Message("robot", "x", validated=True).role == "robot"  # not checked again
     with pytest.raises(dataclasses.FrozenInstanceError):
         stored.content = "changed"  # type: ignore[misc]
     item = ContextItem("note", "rag", 0.5, "general", T, {}, 7, validated=True)
