@@ -3,7 +3,7 @@ registered through entry points (each engine it accepts), next to the raw-driver
 baseline on the same schema (``raw.py``), in the same run. Every subject's database is
 emptied and measured the same way (``raw.RawStorage``).
 
-Full run (about N minutes on 2 cores)::
+Full run (about 4.5 minutes on 2 cores)::
 
     .venv/bin/pytest benchmarks --benchmark-only --benchmark-group-by=group
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import aiosqlite
 
+from statestore.backends.postgres import asyncpg_dsn
 from statestore.backends.sql import migrate as migrations
 from statestore.backends.sql.maintenance import TABLES
 from statestore.backends.sqlite import sqlite_path
@@ -24,10 +25,6 @@ __all__ = ["RAW", "RawRows", "RawStorage", "RawSubject"]
 
 RAW = "raw"
 """The name of the raw-driver baseline among the targets."""
-
-
-def _pg_dsn(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
 
 
 class RawStorage:
@@ -52,7 +49,7 @@ class RawStorage:
             return
         import asyncpg
 
-        pg = await asyncpg.connect(_pg_dsn(self.url))
+        pg = await asyncpg.connect(asyncpg_dsn(self.url))
         try:
             await pg.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
         finally:
@@ -70,7 +67,7 @@ class RawStorage:
             return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
         import asyncpg
 
-        pg = await asyncpg.connect(_pg_dsn(self.url))
+        pg = await asyncpg.connect(asyncpg_dsn(self.url))
         try:
             size: int = await pg.fetchval(
                 "SELECT coalesce(sum(pg_total_relation_size(t::regclass)), 0)::bigint "
@@ -134,7 +131,7 @@ class RawSubject:
         else:
             import asyncpg
 
-            self._pg = await asyncpg.connect(_pg_dsn(self.url))
+            self._pg = await asyncpg.connect(asyncpg_dsn(self.url))
 
     async def _shut(self) -> None:
         conn, self._sqlite = self._sqlite, None

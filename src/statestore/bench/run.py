@@ -125,9 +125,10 @@ async def _postgres_database(server: str | None) -> AsyncIterator[str | None]:
         raise StateStoreError(
             "PostgreSQL needs asyncpg: pip install 'statestore[postgres]'"
         ) from None
+    from ..backends.postgres import asyncpg_dsn
     from ..backends.sql import migrate
 
-    dsn = "postgresql://" + server.split("://", 1)[1]
+    dsn = asyncpg_dsn(server)
     name = f"statestore_bench_{uuid.uuid4().hex[:12]}"
     try:
         admin = await asyncpg.connect(dsn, timeout=10)
