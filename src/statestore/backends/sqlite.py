@@ -363,7 +363,7 @@ class SqliteDatabase:
                         f"{self.url} is at schema revision {current or 'none'}, this "
                         f"statestore needs {head}: run `statestore migrate --url {self.url}`"
                     )
-                await migrations.upgrade(self.url)
+                migrations.upgrade_sqlite_blocking(self.url)  # on this store's own thread
         except BaseException:
             conn.close()
             raise

@@ -12,8 +12,10 @@ and opening a store (``statestore show``) should not pay for importing them.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +25,7 @@ from . import citus
 
 if TYPE_CHECKING:
     from alembic.config import Config
-    from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
     "HEAD_REVISION",
@@ -35,6 +36,7 @@ __all__ = [
     "upgrade",
     "downgrade",
     "upgrade_sql",
+    "upgrade_sqlite_blocking",
 ]
 
 
@@ -87,12 +89,9 @@ def head_revision() -> str:
     return HEAD_REVISION
 
 
-async def _run(url: str, action: str, revision: str) -> None:
+def _runner(url: str, action: str, revision: str) -> Callable[[Connection], None]:
+    """Run the Alembic ``action`` on an open connection, in its transaction."""
     from alembic import command
-    from alembic.util.exc import CommandError
-    from sqlalchemy import pool
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.ext.asyncio import create_async_engine
 
     config = alembic_config(url)
 
@@ -103,28 +102,72 @@ async def _run(url: str, action: str, revision: str) -> None:
             # On Citus, tables a migration created are distributed in its transaction.
             citus.distribute_tables(connection)
 
-    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
-    if url_scheme(url) == "sqlite":
-        _one_immediate_transaction(engine)
+    return run
+
+
+@contextlib.contextmanager
+def _errors_named(url: str, *, connecting: bool) -> Iterator[None]:
+    """The driver's and Alembic's errors as statestore's, without the password."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import DBAPIError
+
     try:
-        try:
-            connection = await engine.connect()
-        except (OSError, ConnectionError, DBAPIError) as exc:
+        yield
+    except (OSError, ConnectionError, DBAPIError, CommandError) as exc:
+        if connecting and not isinstance(exc, CommandError):
             raise BackendUnavailable(
                 f"cannot migrate {mask_url(url)}: {_reason(exc, url)}"
             ) from exc
-        try:
-            async with connection.begin():
-                await connection.run_sync(run)
-        except (DBAPIError, CommandError) as exc:
+        if isinstance(exc, (DBAPIError, CommandError)):
             raise StateStoreError(f"migrating {mask_url(url)} failed: {_reason(exc, url)}") from exc
+        raise
+
+
+async def _run(url: str, action: str, revision: str) -> None:
+    from sqlalchemy import pool
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    run = _runner(url, action, revision)
+    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    if url_scheme(url) == "sqlite":
+        _one_immediate_transaction(engine.sync_engine)
+    try:
+        with _errors_named(url, connecting=True):
+            connection = await engine.connect()
+        try:
+            with _errors_named(url, connecting=False):
+                async with connection.begin():
+                    await connection.run_sync(run)
         finally:
             await connection.close()
     finally:
         await engine.dispose()
 
 
-def _one_immediate_transaction(engine: AsyncEngine) -> None:
+def upgrade_sqlite_blocking(url: str) -> None:
+    """Apply every migration to a SQLite file through the standard library's driver,
+    blocking the calling thread. The SQLite backend runs it on its own thread: an open
+    cancelled meanwhile then never leaves another driver thread calling back into a
+    loop that has closed."""
+    from sqlalchemy import create_engine, pool
+    from sqlalchemy.engine import make_url
+
+    run = _runner(url, "upgrade", "head")
+    engine = create_engine(make_url(url).set(drivername="sqlite"), poolclass=pool.NullPool)
+    _one_immediate_transaction(engine)
+    try:
+        with _errors_named(url, connecting=True):
+            connection = engine.connect()
+        try:
+            with _errors_named(url, connecting=False), connection.begin():
+                run(connection)
+        finally:
+            connection.close()
+    finally:
+        engine.dispose()
+
+
+def _one_immediate_transaction(engine: Engine) -> None:
     """SQLite: run a migration as one ``BEGIN IMMEDIATE`` transaction (SQLite's DDL is
     transactional). Processes opening a new file at once then take turns: the first
     migrates, the others wait for its lock and find the file already at head. By
@@ -132,11 +175,11 @@ def _one_immediate_transaction(engine: AsyncEngine) -> None:
     would fail with "table ... already exists" half-way."""
     from sqlalchemy import event
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
