@@ -172,6 +172,15 @@ def _settle(task: asyncio.Task[T], outcome: asyncio.Future[T]) -> None:
         outcome.set_result(task.result())
 
 
+def _answer(
+    caller: asyncio.AbstractEventLoop, task: asyncio.Task[T], outcome: asyncio.Future[T]
+) -> None:
+    """Hand ``task``'s outcome to the caller's loop. A caller whose loop has closed
+    meanwhile (its ``asyncio.run`` ended) is waiting for nothing any more."""
+    with contextlib.suppress(RuntimeError):
+        caller.call_soon_threadsafe(_settle, task, outcome)
+
+
 async def _end_leftovers() -> None:
     """Calls handed over while the store closed: started, then ended where they
     wait (as asyncio.run ends its own tasks), so that every caller gets an answer."""
@@ -279,7 +288,7 @@ class SqliteDatabase:
         def start() -> None:
             task = worker.create_task(coro)
             started.append(task)
-            task.add_done_callback(lambda done: caller.call_soon_threadsafe(_settle, done, outcome))
+            task.add_done_callback(lambda done: _answer(caller, done, outcome))
 
         try:
             worker.call_soon_threadsafe(start)
