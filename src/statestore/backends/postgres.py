@@ -233,24 +233,6 @@ def _orphan(conn: Any) -> None:
             finish(None)
 
 
-def _drop(conn: Any, loop: asyncio.AbstractEventLoop) -> None:
-    """Close ``conn``, a connection of ``loop``, from whichever thread: on its own
-    loop at once, on another live loop as a callback there (a transport is not
-    thread-safe), on a closed loop by ``_orphan``."""
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if loop is running:
-        _terminate(conn)
-        return
-    if not loop.is_closed():
-        with contextlib.suppress(RuntimeError):  # closed since
-            loop.call_soon_threadsafe(_terminate, conn)
-            return
-    _orphan(conn)
-
-
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -314,6 +296,9 @@ class ConnectionPool:
         self._owners: dict[Any, tuple[asyncio.AbstractEventLoop, int]] = {}
         self._generation = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
+        # Connections dropped from another loop's thread, until their own loop
+        # closes them (or, if it closes first, a sweep does).
+        self._condemned: dict[Any, asyncio.AbstractEventLoop] = {}
         self._closed = False
 
     async def acquire(self) -> Any:
@@ -360,7 +345,7 @@ class ConnectionPool:
                 continue
             if waiter is None:
                 if victim is not None:
-                    _drop(*victim)
+                    self._drop(*victim)
                 return await self._open_one(loop)
             if deadline is None:
                 deadline = loop.time() + self._wait
@@ -428,13 +413,16 @@ class ConnectionPool:
         for conn in dead:
             del self._owners[conn]
         self._open -= len(dead)
+        condemned = [conn for conn, loop in self._condemned.items() if loop.is_closed()]
+        for conn in condemned:
+            del self._condemned[conn]
         for loop in [
             loop
             for loop, idle in self._idle.items()
             if loop is not current and (not idle or loop.is_closed())
         ]:
             del self._idle[loop]
-        return dead
+        return dead + condemned
 
     def _foreign_idle(
         self, loop: asyncio.AbstractEventLoop
@@ -447,6 +435,36 @@ class ConnectionPool:
             if other is not loop and len(idle) > len(most):
                 most, owner = idle, other
         return (most.pop(0), owner) if most else None
+
+    def _drop(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Close ``conn``, a connection of ``loop`` whose room is already given up,
+        from whichever thread: on its own loop at once; on another live loop by a
+        callback there (a transport is not thread-safe), or by the next sweep if
+        that loop closes before running it; on a closed loop by ``_orphan``."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            _terminate(conn)
+            return
+        if not loop.is_closed():
+            with self._guard:
+                self._condemned[conn] = loop
+            try:
+                loop.call_soon_threadsafe(self._execute, conn)
+                return
+            except RuntimeError:  # closed since
+                with self._guard:
+                    self._condemned.pop(conn, None)
+        _orphan(conn)
+
+    def _execute(self, conn: Any) -> None:
+        """On ``conn``'s loop: close a connection ``_drop`` condemned."""
+        with self._guard:
+            if self._condemned.pop(conn, None) is None:
+                return  # a sweep closed it already
+        _terminate(conn)
 
     def _next_waiter(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
         """Under the guard: the waiter to wake (the first on ``loop`` if any, else the
@@ -502,7 +520,7 @@ class ConnectionPool:
             self._open -= len(idle)
             waiters = [self._next_waiter(None) for _ in idle]
         for conn, loop in idle:
-            _drop(conn, loop)
+            self._drop(conn, loop)
         for waiter in waiters:
             self._send(waiter)
 
@@ -512,6 +530,7 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         with self._guard:
             self._closed = True
+            orphans = self._sweep(loop)
             idle = [(conn, owner) for owner, conns in self._idle.items() for conn in conns]
             self._idle.clear()
             for conn, _ in idle:
@@ -523,12 +542,14 @@ class ConnectionPool:
                 waiter.woken = True
         for waiter in waiters:
             self._send(waiter)
+        for conn in orphans:
+            _orphan(conn)
         for conn, owner in idle:
             if owner is loop:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=5)
             else:
-                _drop(conn, owner)
+                self._drop(conn, owner)
 
 
 class _ApplicationPool:
