@@ -21,5 +21,6 @@ from .loading import *  # noqa: F403
 from .loops import *  # noqa: F403
 from .observe import *  # noqa: F403
 from .roundtrip import *  # noqa: F403
+from .sessions import *  # noqa: F403
 from .versions import *  # noqa: F403
 from .writes import *  # noqa: F403
