@@ -23,6 +23,17 @@ With ``pool=``, connection limits and ``command_timeout`` are that pool's own
 (``asyncpg.create_pool(max_size=..., command_timeout=...)``); ``pool_timeout`` still
 bounds the wait for a free connection.
 
+Event loops and threads: an asyncpg connection belongs to the event loop that opened
+it. The store's own pool serves callers on any loop, in any thread, at once: it hands
+each caller a connection of the caller's loop, opening one there when there is none,
+with ``pool_size`` counting every loop's connections together (one loop's idle
+connection gives way, closed on its own loop, when another loop needs the room), and
+closes the connections of a loop that has closed (``asyncio.run`` has ended). A caller
+on the loop it used before pays nothing for this: no thread hop, no wait. Opening
+(and ``migrate=True``) runs on the opener's loop. An application's pool belongs to its
+own loop: a call from any other loop raises StateStoreError at once, before touching
+the pool, which keeps working.
+
 When the connection or the server goes away:
 
 - a call never waits on a connection the operating system reports closed: it raises

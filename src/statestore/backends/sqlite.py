@@ -16,7 +16,9 @@ thread). A whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
 ``call_soon_threadsafe``: one thread hop per operation however many statements it
 runs, and the caller's loop never blocks, opening included (the
 directory, the pragmas, migrations). Operations take turns on an ``asyncio.Lock`` that
-lives on the backend's loop, so callers on any loop or thread are served.
+lives on the backend's loop, so callers on any loop or thread are served at once: the
+loop that opened the store, others in other threads, ``asyncio.run`` after the
+opening loop has closed. An answer for a caller whose loop closed meanwhile is dropped.
 
 Caveats: one writer at a time per file. Within a process, one connection serves the
 store and operations take turns; across processes, a writer that finds the file locked
