@@ -290,10 +290,14 @@ def test_sqlite_open_does_its_file_work_off_the_callers_loop(
     directory = tmp_path / "not" / "yet"
     url = f"sqlite:///{directory}/state.db"
 
+    # Built before the loop starts: open_store() itself does no I/O, but its first
+    # call in a process loads the installed plugins (imports).
+    store = statestore.open_store("sqlite", url)
+
     async def main() -> int:
         loop = asyncio.get_running_loop()
         loop.slow_callback_duration = 0.05
-        async with statestore.open_store("sqlite", url) as store:
+        async with store:
             await store.save_state("c", AgentState(user_input="hi"))
         return threading.get_ident()
 
