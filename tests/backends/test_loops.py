@@ -44,7 +44,7 @@ def in_thread(work: Callable[[], T]) -> T:
         except BaseException as exc:  # handed to the caller
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)  # a hang fails, never blocks
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive(), "the call hung"
@@ -171,18 +171,17 @@ async def test_pool_size_holds_across_loops(postgres_url: str, admin: Any) -> No
             for n in range(10):
                 await store.update_state(cid, append(f"{writer}:{n}"))
 
-        def thread_writes(i: int) -> None:
-            asyncio.run(asyncio.wait_for(writes(f"t{i}"), 60))
-
         watcher = asyncio.create_task(watch())
-        loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(
                 asyncio.gather(
                     writes("home"),
-                    *(loop.run_in_executor(None, thread_writes, i) for i in range(8)),
+                    *(
+                        asyncio.to_thread(on_new_loop, lambda i=i: writes(f"t{i}"))
+                        for i in range(8)
+                    ),
                 ),
-                60,
+                90,
             )
         finally:
             stop.set()

@@ -10,8 +10,9 @@ and ``SyncStore`` serves plain threads. Nothing here may hang: every wait is bou
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -31,21 +32,62 @@ T = TypeVar("T")
 THREADS = 6
 APPENDS = 5
 # The longest any one step may take before the test fails as a hang.
-BOUND = 60.0
+BOUND = 30.0
 
 
 def _in_threads(count: int, work: Callable[[int], T]) -> list[T]:
     """``work(i)`` for i in range(count), each in a thread of its own, started
-    together; their results in order (the first error is raised)."""
+    together; their results in order (the first error is raised). The threads are
+    daemons: a call that hangs fails the test instead of blocking the test run."""
     barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException | None] = [None] * count
 
-    def start(i: int) -> T:
-        barrier.wait(timeout=BOUND)
-        return work(i)
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=BOUND)
+            results[i] = work(i)
+        except BaseException as exc:  # handed to the caller
+            errors[i] = exc
 
-    with concurrent.futures.ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(start, i) for i in range(count)]
-        return [f.result(timeout=BOUND) for f in futures]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 2 * BOUND
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = sum(thread.is_alive() for thread in threads)
+    if hung:
+        raise AssertionError(f"{hung} of {count} threads still wait for the store: it hangs")
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
+
+
+async def _off_loop(work: Callable[[], T]) -> T:
+    """``work()`` in a daemon thread, awaited on this loop (bounded)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except BaseException as exc:  # handed to the caller
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the test's loop ended (it timed out)
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return await asyncio.wait_for(answer, 2 * BOUND + 5)
 
 
 def _own_loop(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -83,13 +125,12 @@ class TestAnyLoop(ContractTest):
         writer's in its own order, and the opening loop goes on working."""
         cid = new_id("loops")
         await store.save_state(cid, AgentState(user_input="start"))
-        loop = asyncio.get_running_loop()
 
         def in_thread(i: int) -> None:
             _own_loop(lambda: _append(store, cid, f"t{i}"))
 
-        threads = loop.run_in_executor(None, _in_threads, THREADS, in_thread)
-        await asyncio.wait_for(asyncio.gather(threads, _append(store, cid, "home")), BOUND)
+        threads = _off_loop(lambda: _in_threads(THREADS, in_thread))
+        await asyncio.wait_for(asyncio.gather(threads, _append(store, cid, "home")), 3 * BOUND)
 
         loaded = await store.load_state(cid)
         _assert_each_once(loaded, ["home", *(f"t{i}" for i in range(THREADS))])
