@@ -178,7 +178,7 @@ class StatestoreSessionService(BaseSessionService):
             user_id=user_id,
             state=_merge(stored.shared[app_ns], stored.shared[user_ns], session_state),
             events=[Event.model_validate(m.payload) for m in stored.conversation_history],
-            last_update_time=update_time if update_time is not None else 0.0,
+            last_update_time=_or_created(update_time, stored.created_at),
         )
         _set_version(session, stored.version)
         return session
@@ -216,9 +216,7 @@ class StatestoreSessionService(BaseSessionService):
                 app_name=app_name,
                 user_id=owner,
                 state=_merge(shared[app_ns], shared[user_namespaces[owner]], session_state),
-                last_update_time=(
-                    update_time if update_time is not None else info.created_at.timestamp()
-                ),
+                last_update_time=_or_created(update_time, info.created_at),
             )
             _set_version(session, info.version)
             sessions.append(session)
@@ -424,6 +422,14 @@ def _decode_metadata(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], float
             value = json.loads(value[_ESCAPED_VALUE_KEY])
         state[key] = value
     return state, update_time
+
+
+def _or_created(update_time: float | None, created_at: datetime | None) -> float:
+    """A session's last update time; for a conversation the adapter did not create,
+    its creation time."""
+    if update_time is not None:
+        return update_time
+    return created_at.timestamp() if created_at is not None else 0.0
 
 
 # -- events --------------------------------------------------------------------------

@@ -11,7 +11,9 @@ in a subprocess, once per engine (``STATESTORE_ADK_ENGINE``: ``sqlite`` or
   file, or a new PostgreSQL database copied from ``STATESTORE_ADK_PG_TEMPLATE``);
 - ``BACKENDS``: the registry ADK's tests read, this service alone, no divergences;
 - ``substitute_services``: ADK tests that build their service through the module's
-  ``get_session_service()`` get this service instead of ADK's;
+  ``get_session_service()`` (and, in ADK versions whose module defines the
+  ``session_service`` fixture itself, that fixture too) get this service instead of
+  ADK's;
 - ``pytest_collection_modifyitems``: deselects the tests that exercise another
   service (ADK's database, SQLite or in-memory services, constructed by hand), each
   with its reason, written to ``STATESTORE_ADK_REPORT`` for the caller to report.
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.adk.sessions.base_session_service import BaseSessionService
 
 import statestore
 from statestore.integrations.google_adk import StatestoreSessionService
@@ -180,12 +183,11 @@ def _reason_to_deselect(item: pytest.Item) -> str | None:
         key, _, value = param.partition("=")
         if item.originalname == name and str(params.get(key)) == value:  # type: ignore[attr-defined]
             return reason
-    fixtures = getattr(item, "fixturenames", ())
-    source = inspect.getsource(function)
-    if "session_service" in fixtures and "session_service" not in params:
+    if isinstance(params.get("session_service"), BaseSessionService):
+        return "parametrized with one of ADK's services itself instead of the shared fixture"
+    if "session_service" in getattr(item, "fixturenames", ()):
         return None
-    if "session_service" in params:
-        return "parametrized with ADK's in-memory service itself, not the shared fixture"
+    source = inspect.getsource(function)
     if "get_session_service(" in source:
         return None
     for service in ("DatabaseSessionService", "SqliteSessionService", "InMemorySessionService"):
