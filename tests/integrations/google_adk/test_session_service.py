@@ -225,6 +225,17 @@ async def test_ids_are_escaped_unambiguously(
     assert got is not None and got.state == {"user:k": 1}
 
 
+async def test_listing_takes_wildcard_characters_literally(
+    service: StatestoreSessionService,
+) -> None:
+    apps = ["a_", "ab", "a%", "a%25", "a\\", "a\\b"]
+    for app in apps:
+        await service.create_session(app_name=app, user_id="u", session_id="s")
+    for app in apps:
+        listed = (await service.list_sessions(app_name=app)).sessions
+        assert [(s.user_id, s.id) for s in listed] == [("u", "s")], app
+
+
 async def test_ids_too_long_for_the_store_are_refused(service: StatestoreSessionService) -> None:
     with pytest.raises(ValueError, match="255"):
         await service.create_session(app_name="a" * 100, user_id="u" * 100, session_id="s" * 60)
