@@ -189,9 +189,8 @@ class StatestoreSessionService(BaseSessionService):
         """The sessions of an app (of one user, or of every user when ``user_id`` is
         None), without events, oldest update first, each with its merged state. One
         listing query per page of conversations and one read of the shared state."""
-        prefix = f"adk/{_escape(app_name)}/"
-        if user_id is not None:
-            prefix += f"{_escape(user_id)}/"
+        app_prefix = f"adk/{_escape(app_name)}/"
+        prefix = app_prefix if user_id is None else f"{app_prefix}{_escape(user_id)}/"
         infos: list[tuple[str, str, ConversationInfo]] = []
         after: str | None = None
         while True:
@@ -199,7 +198,7 @@ class StatestoreSessionService(BaseSessionService):
                 prefix=prefix, with_metadata=True, limit=_LIST_PAGE, after=after
             )
             for info in page:
-                parts = info.conversation_id[len(f"adk/{_escape(app_name)}/") :].split("/")
+                parts = info.conversation_id.removeprefix(app_prefix).split("/")
                 if len(parts) == 2:
                     infos.append((unquote(parts[0]), unquote(parts[1]), info))
             if len(page) < _LIST_PAGE:
