@@ -1,20 +1,13 @@
 """ADK's Runner over StatestoreSessionService, with a scripted model (no network): an
 agent that calls a tool, run over several turns and across a reopened store, remembers
 what came before, and ADK's app:/user:/temp: state behaves as ADK defines it.
-
-Also runs the Python blocks of docs/integrations/google-adk.md."""
+(The docs page's example runs in tests/test_readme.py.)"""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from google.adk.agents import LlmAgent
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
@@ -27,8 +20,6 @@ from pydantic import Field
 import statestore
 from statestore import LoadOptions
 from statestore.integrations.google_adk import StatestoreSessionService
-
-DOC = Path(__file__).resolve().parents[3] / "docs" / "integrations" / "google-adk.md"
 
 
 class ScriptedModel(BaseLlm):
@@ -135,30 +126,3 @@ async def test_an_agent_remembers_across_turns_and_a_reopened_store(
             ("ada", "s2"),
             ("bob", "s1"),
         ]
-
-
-def _python_blocks(page: Path) -> list[str]:
-    text = page.read_text(encoding="utf-8")
-    return re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
-
-
-@pytest.mark.parametrize("index", range(len(_python_blocks(DOC))))
-def test_the_docs_example_runs(index: int, tmp_path: Path) -> None:
-    """Each Python block of the docs page runs in an empty directory."""
-    script = tmp_path / "example.py"
-    script.write_text(_python_blocks(DOC)[index], encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATESTORE_")}
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert "You first said: 'My name is Ada.' (2 messages" in result.stdout
-
-
-def test_the_docs_page_has_an_example() -> None:
-    assert len(_python_blocks(DOC)) == 1
