@@ -20,15 +20,17 @@ How a session is laid out in the store (public Store API only):
   ``tool_name`` the first function call's (else response's) name, and the event's
   timestamp as the message timestamp, so ``GetSessionConfig.after_timestamp`` and
   ``num_recent_events`` are answered by the database.
-- the session's own state is the conversation's metadata, key for key. Metadata
-  cannot hold NUL characters, which ADK state can: a value holding one is stored as
-  ``{"$statestore.json": "<its JSON text>"}`` (JSON text writes NUL as ``\\u0000``),
-  and a key holding one as ``temp:json:<the key's JSON text>``. The metadata key
-  ``temp:last_update_time`` holds the session's ``last_update_time``. ``temp:`` keys
-  are never session state (ADK drops them before storing), so neither can collide
-  with a state key.
+- the session's own state is the conversation's metadata, key for key, and the
+  metadata key ``temp:last_update_time`` holds the session's ``last_update_time``
+  (no state key starts with ``temp:``: ADK never stores those).
 - ``app:`` state lives in the shared namespace ``adk:app/{app}``, ``user:`` state in
   ``adk:user/{app}/{user}``, written in the same transaction as the event.
+- what ADK accepts and the store refuses as it is (NUL characters in metadata,
+  integers beyond 64 bits, NaN and infinities) is stored escaped,
+  exactly and unambiguously: such a value as ``{"$statestore.json": "<its JSON
+  text>"}``, such a key as ``temp:json:<its JSON text>``, such an event as its JSON
+  text (a string payload); a value or key that happens to look like an escape is
+  escaped too.
 
 Each ``append_event`` is one ``Store.update_state`` call: the event, the session state
 delta and the app and user deltas in one transaction, with ``expected_version`` set
@@ -39,6 +41,7 @@ the later one into ``StaleSessionError``.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -66,6 +69,7 @@ from statestore import (
     Message,
     StatePatch,
     Store,
+    ValidationError,
     VersionConflict,
 )
 
@@ -177,7 +181,7 @@ class StatestoreSessionService(BaseSessionService):
             app_name=app_name,
             user_id=user_id,
             state=_merge(stored.shared[app_ns], stored.shared[user_ns], session_state),
-            events=[Event.model_validate(m.payload) for m in stored.conversation_history],
+            events=[_event(message) for message in stored.conversation_history],
             last_update_time=_or_created(update_time, stored.created_at),
         )
         _set_version(session, stored.version)
@@ -233,7 +237,7 @@ class StatestoreSessionService(BaseSessionService):
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The user's ``user:`` state of this app, keys without the prefix."""
         namespace = _user_namespace(app_name, user_id)
-        return (await self.store.load_shared([namespace]))[namespace]
+        return _decode_entries((await self.store.load_shared([namespace]))[namespace])
 
     async def append_event(self, session: Session, event: Event) -> Event:
         """Store ``event`` and its state delta in one transaction and apply them to
@@ -292,7 +296,7 @@ class StatestoreSessionService(BaseSessionService):
         _, update_time = _decode_metadata(stored.metadata)
         if update_time is not None and update_time > session.last_update_time:
             history = stored.conversation_history
-            stored_last = history[-1].payload.get("id") if history else None
+            stored_last = _event(history[-1]).id if history else None
             own_last = session.events[-1].id if session.events else None
             if stored_last != own_last:
                 raise StaleSessionError(_STALE_MESSAGE)
@@ -363,9 +367,11 @@ def _split(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], di
 def _merge(
     app: Mapping[str, Any], user: Mapping[str, Any], own: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """A session's state: its own, and the stored app and user state under their
+    prefixes."""
     merged = dict(own)
-    merged.update({State.APP_PREFIX + key: value for key, value in app.items()})
-    merged.update({State.USER_PREFIX + key: value for key, value in user.items()})
+    merged.update({State.APP_PREFIX + key: value for key, value in _decode_entries(app).items()})
+    merged.update({State.USER_PREFIX + key: value for key, value in _decode_entries(user).items()})
     return merged
 
 
@@ -374,53 +380,86 @@ def _shared_patch(
 ) -> dict[str, dict[str, Any]]:
     patch = {}
     if app:
-        patch[_app_namespace(app_name)] = app
+        patch[_app_namespace(app_name)] = _encode_entries(app, nul_ok=True)
     if user:
-        patch[_user_namespace(app_name, user_id)] = user
+        patch[_user_namespace(app_name, user_id)] = _encode_entries(user, nul_ok=True)
     return patch
 
 
-def _has_nul(value: Any) -> bool:
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _storable_text(text: str, nul_ok: bool) -> bool:
+    return nul_ok or "\x00" not in text
+
+
+def _storable(value: Any, nul_ok: bool) -> bool:
+    """Whether the store keeps ``value`` as it is: it refuses NUL in metadata
+    (``nul_ok`` False), integers beyond 64 bits and NaN or infinities, all of which
+    ADK state may hold. (Lone surrogates neither keeps: ADK cannot make them JSON.)"""
     if isinstance(value, str):
-        return "\x00" in value
+        return _storable_text(value, nul_ok)
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return _INT64_MIN <= value <= _INT64_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
     if isinstance(value, dict):
-        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+        return all(
+            _storable_text(key, nul_ok) and _storable(item, nul_ok) for key, item in value.items()
+        )
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
+        return all(_storable(item, nul_ok) for item in value)
+    return True  # not JSON: the store says what is wrong with it
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """JSON text: NUL becomes an escape, NaN and infinities their JavaScript names,
+    so the store keeps it whatever it holds."""
+    return json.dumps(value, separators=(",", ":"))
 
 
-def _encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Session state as metadata entries: each state key has exactly one metadata
-    key, so writing a key overwrites whatever form it had."""
+def _encode_entries(entries: Mapping[str, Any], *, nul_ok: bool) -> dict[str, Any]:
+    """State entries as the store keeps them, one stored key per state key (so a
+    write overwrites whatever form the key had before): a key the store cannot
+    keep, or that starts with the escape prefix, becomes the prefix and its JSON
+    text; a value it cannot keep, or shaped like the escape, becomes
+    ``{"$statestore.json": <its JSON text>}``."""
     encoded = {}
-    for key, value in state.items():
-        if "\x00" in key:
+    for key, value in entries.items():
+        if key.startswith(_ESCAPED_KEY_PREFIX) or not _storable_text(key, nul_ok=False):
             key = _ESCAPED_KEY_PREFIX + _dumps(key)
-        if _has_nul(value) or (isinstance(value, dict) and list(value) == [_ESCAPED_VALUE_KEY]):
+        if not _storable(value, nul_ok) or (
+            isinstance(value, dict) and list(value) == [_ESCAPED_VALUE_KEY]
+        ):
             value = {_ESCAPED_VALUE_KEY: _dumps(value)}
         encoded[key] = value
     return encoded
 
 
-def _decode_metadata(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
-    """(session state, last update time) from a conversation's metadata."""
-    state = {}
-    update_time = None
-    for key, value in metadata.items():
-        if key == _UPDATE_TIME_KEY:
-            update_time = float(value)
-            continue
+def _decode_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of ``_encode_entries``."""
+    decoded = {}
+    for key, value in entries.items():
         if key.startswith(_ESCAPED_KEY_PREFIX):
             key = json.loads(key.removeprefix(_ESCAPED_KEY_PREFIX))
         if isinstance(value, dict) and list(value) == [_ESCAPED_VALUE_KEY]:
             value = json.loads(value[_ESCAPED_VALUE_KEY])
-        state[key] = value
-    return state, update_time
+        decoded[key] = value
+    return decoded
+
+
+def _encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Session state as metadata entries."""
+    return _encode_entries(state, nul_ok=False)
+
+
+def _decode_metadata(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """(session state, last update time) from a conversation's metadata."""
+    entries = dict(metadata)
+    update_time = entries.pop(_UPDATE_TIME_KEY, None)
+    return _decode_entries(entries), None if update_time is None else float(update_time)
 
 
 def _or_created(update_time: float | None, created_at: datetime | None) -> float:
@@ -435,14 +474,25 @@ def _or_created(update_time: float | None, created_at: datetime | None) -> float
 
 
 def _message(event: Event) -> Message:
-    return Message(
-        role="user" if event.author == "user" else "agent",
-        content="",
-        message_type=MESSAGE_TYPE,
-        tool_name=_tool_name(event),
-        timestamp=datetime.fromtimestamp(event.timestamp, UTC),
-        payload=event.model_dump(mode="json", exclude_none=True),
-    )
+    """The message that keeps ``event``: the event's JSON form as payload, or, when
+    the store cannot keep that (an integer beyond 64 bits, say), its JSON text."""
+    payload = event.model_dump(mode="json", exclude_none=True)
+    fields: dict[str, Any] = {
+        "role": "user" if event.author == "user" else "agent",
+        "content": "",
+        "message_type": MESSAGE_TYPE,
+        "tool_name": _tool_name(event),
+        "timestamp": datetime.fromtimestamp(event.timestamp, UTC),
+    }
+    try:
+        return Message(**fields, payload=payload)
+    except ValidationError:
+        return Message(**fields, payload=_dumps(payload))
+
+
+def _event(message: Message) -> Event:
+    payload = message.payload
+    return Event.model_validate(json.loads(payload) if isinstance(payload, str) else payload)
 
 
 def _tool_name(event: Event) -> str | None:
@@ -451,7 +501,7 @@ def _tool_name(event: Event) -> str | None:
         *(response.name for response in event.get_function_responses()),
     ]
     for name in names:
-        if name and "\x00" not in name:
+        if name and _storable_text(name, nul_ok=False):
             return name
     return None
 

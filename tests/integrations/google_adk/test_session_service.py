@@ -5,6 +5,7 @@ concurrency, and reads and listings answered by the database."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -160,32 +161,49 @@ async def test_events_of_every_kind_come_back_equal(service: StatestoreSessionSe
     assert got == session
 
 
-@pytest.mark.parametrize("text", ["plain", "nul \x00 inside", "\x00", '{"$statestore.json": "x"}'])
-async def test_nul_characters_round_trip_in_every_place(
+@pytest.mark.parametrize("text", ["plain", "nul \x00 inside", "\x00", "temp:json:x"])
+async def test_what_the_store_refuses_as_it_is_round_trips_escaped(
     service: StatestoreSessionService, text: str
 ) -> None:
-    """ADK state and events may hold NUL characters; PostgreSQL cannot store them in
-    text or JSONB, so the adapter escapes them where the store would refuse them."""
+    """ADK state and events may hold what the store refuses as it is (NUL characters,
+    which PostgreSQL cannot store in text or JSONB; integers beyond 64 bits; NaN and
+    infinities); the adapter escapes them, and what looks like an escape, exactly."""
+    odd = {"big": 2**70, "inf": float("inf"), "small": -(2**64)}
     state = {
         "plain": text,
         f"key{text}": {"nested": [text]},
-        "wrapper": {"$statestore.json": text},
-        "app:a": text,
-        "user:u": [text],
+        f"w{text}": {"$statestore.json": text},
+        "odd": odd,
+        f"app:{text}": text,
+        "app:odd": odd,
+        f"user:{text}": [text],
+        "user:wrapper": {"$statestore.json": text},
     }
     session = await service.create_session(app_name="app", user_id="u", session_id="s", state=state)
-    await service.append_event(
-        session,
-        _event("user", text, actions=EventActions(state_delta={"later": text, "app:b": text})),
+    assert session.state == state
+    delta = {"later": text, "app:b": text}
+    event = _event(
+        "user", text, actions=EventActions(state_delta=delta), custom_metadata={"n": 2**70}
     )
+    await service.append_event(session, event)
     got = await service.get_session(app_name="app", user_id="u", session_id="s")
     assert got is not None
     assert got.state == {**state, "later": text, "app:b": text}
     assert got.events == session.events
     assert got.events[0].content is not None
+    assert got.events[0].content.parts is not None
     assert got.events[0].content.parts[0].text == text
+    assert got.events[0].custom_metadata == {"n": 2**70}
     listed = (await service.list_sessions(app_name="app", user_id="u")).sessions
     assert [s.state for s in listed] == [got.state]
+    user_state = await service.get_user_state(app_name="app", user_id="u")
+    assert user_state == {text: [text], "wrapper": {"$statestore.json": text}}
+    nan = await service.create_session(
+        app_name="app", user_id="u", state={"nan": float("nan"), "app:nan": float("nan")}
+    )
+    got = await service.get_session(app_name="app", user_id="u", session_id=nan.id)
+    assert got is not None
+    assert math.isnan(got.state["nan"]) and math.isnan(got.state["app:nan"])
 
 
 async def test_app_user_and_session_state_scopes(service: StatestoreSessionService) -> None:
