@@ -29,6 +29,7 @@ reads back as ``{"role": role, "content": content}``.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -110,9 +111,7 @@ class StatestoreSession:
             limit = None  # what a negative LIMIT means to SQLiteSession: no limit
         try:
             state = await self.store.load_state(
-                self.session_id,
-                LoadOptions(last_messages=limit, context_limit=0),
-                user_id=self.user_id,
+                self.session_id, _window(limit), user_id=self.user_id
             )
         except ConversationNotFound:
             return []
@@ -181,6 +180,13 @@ class StatestoreSession:
                 name = message.tool_name or _text(payload.get("name"))
                 if name is not None:
                     names[payload["call_id"]] = name
+
+
+@functools.lru_cache(maxsize=64)
+def _window(limit: int | None) -> LoadOptions:
+    """What get_items loads: the last ``limit`` messages (all: None), no context items
+    (built once per limit: a turn reads the same window each time)."""
+    return LoadOptions(last_messages=limit, context_limit=0)
 
 
 def _async_store(store: Any) -> Store:

@@ -49,6 +49,20 @@ def script() -> ScriptedModel:
 PROMPTS = ["My name is Ada.", "What is the weather in Paris?", "What is my name?"]
 
 
+def run_sync(agent: Agent[Any], prompt: str, session: Any) -> Any:
+    """Runner.run_sync on a thread with no running loop, as a synchronous application
+    calls it. run_sync leaves the thread's default event loop open on purpose (the SDK
+    reuses it from call to call): the application closes it when the thread is done
+    with it, as the SDK's own tests do."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return Runner.run_sync(agent, prompt, session=session)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 async def run_turn(method: str, agent: Agent[Any], prompt: str, session: Any) -> Any:
     if method == "run":
         return await Runner.run(agent, prompt, session=session)
@@ -57,8 +71,7 @@ async def run_turn(method: str, agent: Agent[Any], prompt: str, session: Any) ->
         async for _ in result.stream_events():
             pass
         return result
-    # run_sync makes an event loop of its own: on another thread, as an app would.
-    return await asyncio.to_thread(Runner.run_sync, agent, prompt, session=session)
+    return await asyncio.to_thread(run_sync, agent, prompt, session)
 
 
 async def converse(method: str, session: Any) -> tuple[ScriptedModel, list[Any]]:
@@ -133,8 +146,8 @@ def test_a_synchronous_application(tmp_path: Path) -> None:
             steps=[[assistant_message("Hello Ada!")], [assistant_message("Your name is Ada.")]]
         )
         agent = Agent(name="assistant", model=model)
-        Runner.run_sync(agent, "My name is Ada.", session=session)
-        result = Runner.run_sync(agent, "What is my name?", session=session)
+        run_sync(agent, "My name is Ada.", session)
+        result = run_sync(agent, "What is my name?", session)
         assert result.final_output == "Your name is Ada."
         assert model.calls[1].input[0] == {"role": "user", "content": "My name is Ada."}  # type: ignore[index]
         assert store.load_state("sync").history_total == 4
@@ -154,7 +167,7 @@ async def test_concurrent_sessions_keep_to_themselves(store: Store, session_id: 
             if n % 2:
                 await Runner.run(agent, prompt, session=session)
             else:
-                await asyncio.to_thread(Runner.run_sync, agent, prompt, session=session)
+                await asyncio.to_thread(run_sync, agent, prompt, session)
         second_input = model.calls[1].input
         assert isinstance(second_input, list) and len(second_input) == 3
         assert second_input[0] == {"role": "user", "content": f"I am user {n}."}
