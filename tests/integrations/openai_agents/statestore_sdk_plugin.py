@@ -83,6 +83,7 @@ _ENCRYPT = "tests/extensions/memory/test_encrypt_session.py::"
 _COMPACTION = (
     _MEMORY + "test_openai_responses_compaction_session.py::TestOpenAIResponsesCompactionSession::"
 )
+# Its tests run on SQLiteSession ([sqlite-...]) and on AsyncSQLiteSession.
 _SUFFIX = _MEMORY + "test_compaction_suffix.py::"
 _VISIBILITY = _MEMORY + "test_compaction_model_visibility.py::"
 _SESSION = _MEMORY + "test_session.py::"
@@ -117,16 +118,17 @@ DESELECTED: dict[str, str] = {
     "tests/test_run_impl_resume_paths.py::test_handoff_resume_after_cancelled_compaction_commits": (
         _INSERT
     ),
-    _SUFFIX + "test_expired_prefix_does_not_block_full_live_window": _SNAPSHOT,
-    _SUFFIX + "test_suffix_transaction_rolls_back_failed_insert": _SNAPSHOT,
-    _SUFFIX + "test_new_backend_write_invalidates_snapshot": _SNAPSHOT,
-    _SUFFIX + "test_cancelled_suffix_transaction_settles_before_newer_append": _SNAPSHOT,
-    _SUFFIX + "test_failed_encrypted_suffix_transaction_preserves_original_tokens": _SNAPSHOT,
-    _SUFFIX + "test_repeated_ttl_bursts_do_not_accumulate_expired_rows": _SNAPSHOT,
-    _SUFFIX + "test_prefix_cleanup_stops_before_retained_history": _SNAPSHOT,
-    _SUFFIX + "test_partial_compaction_does_not_split_tool_call_and_output": _SNAPSHOT,
-    _SUFFIX + "test_unverifiable_rows_inside_snapshot_are_retained": _SNAPSHOT,
-    _SUFFIX + "test_partial_compaction_preserves_reasoning_and_its_follower": _SNAPSHOT,
+    _SUFFIX + "test_expired_prefix_does_not_block_full_live_window[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_suffix_transaction_rolls_back_failed_insert[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_new_backend_write_invalidates_snapshot[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_cancelled_suffix_transaction_settles_before_newer_append[sqlite": _SNAPSHOT,
+    _SUFFIX
+    + "test_failed_encrypted_suffix_transaction_preserves_original_tokens[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_repeated_ttl_bursts_do_not_accumulate_expired_rows[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_prefix_cleanup_stops_before_retained_history[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_partial_compaction_does_not_split_tool_call_and_output[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_unverifiable_rows_inside_snapshot_are_retained[sqlite": _SNAPSHOT,
+    _SUFFIX + "test_partial_compaction_preserves_reasoning_and_its_follower[sqlite": _SNAPSHOT,
     _VISIBILITY + "test_backend_read_limit_cannot_hide_retained_history_from_compaction": (
         _SNAPSHOT
     ),
@@ -167,8 +169,8 @@ class SQLiteSession(StatestoreSession):
             key = f"memory-{uuid.uuid4().hex}"
         else:
             key = f"{Path(db_path).expanduser().resolve()}|{sessions_table}|{messages_table}"
-        super().__init__(session_id, STORES.store_for(key), session_settings=session_settings)
         STORES.used = True
+        super().__init__(session_id, STORES.store_for(key), session_settings=session_settings)
 
     def close(self) -> None:
         """Nothing to release: the stores close when the test ends."""
@@ -282,8 +284,8 @@ def _helpers_making_sessions(module: Any) -> list[str]:
 def uses_sqlite_session(item: pytest.Item) -> bool:
     """Whether the test's code, a fixture's it uses, or a module helper's it calls makes
     or names a SQLiteSession."""
-    if not isinstance(item, pytest.Function):
-        return False
+    if not isinstance(item, pytest.Function) or "[async-sqlite" in item.nodeid:
+        return False  # test_compaction_suffix.py runs these on AsyncSQLiteSession
     code = _source(item.function)
     if "SQLiteSession" in code:
         return True
@@ -294,9 +296,16 @@ def uses_sqlite_session(item: pytest.Item) -> bool:
     return any(f"{name}(" in code for name in _helpers_making_sessions(item.module))
 
 
+def _matches(nodeid: str, key: str) -> bool:
+    """Whether ``key`` of DESELECTED names the test ``nodeid``: a test's id names each
+    of its parametrizations; one that ends in a partial parameter id (``...[sqlite``)
+    names those starting with it."""
+    return nodeid == key or nodeid.startswith(key if "[" in key else key + "[")
+
+
 def _deselection(nodeid: str) -> str | None:
     """Why the test ``nodeid`` is deselected (None: it runs)."""
-    return DESELECTED.get(nodeid) or DESELECTED.get(nodeid.split("[", 1)[0])
+    return next((why for key, why in DESELECTED.items() if _matches(nodeid, key)), None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -316,9 +325,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "deselected": {i.nodeid: _deselection(i.nodeid) for i in deselected},
         "unrelated": len(unrelated),
         "stale_deselections": sorted(
-            key
-            for key in DESELECTED
-            if not any(i.nodeid == key or i.nodeid.startswith(key + "[") for i in deselected)
+            key for key in DESELECTED if not any(_matches(i.nodeid, key) for i in deselected)
         ),
     }
 
