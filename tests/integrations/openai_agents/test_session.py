@@ -1,6 +1,7 @@
 """StatestoreSession on its own: every kind of item the SDK produces comes back exactly
 as added and in order, the messages it becomes can be queried, and each method is one
-atomic step, on SQLite and PostgreSQL."""
+atomic step, on every backend (SQLite and PostgreSQL, the legacy layout on both,
+dual, and the example plugin's in-memory one)."""
 
 from __future__ import annotations
 
