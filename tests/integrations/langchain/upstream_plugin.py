@@ -1,0 +1,66 @@
+"""pytest plugin for langchain-core's own tests, run in a pytest of their own by
+test_langchain_upstream.py: ``InMemoryChatMessageHistory`` becomes a
+``StatestoreChatMessageHistory`` over a real database before their modules import it.
+
+Set by the caller: ``STATESTORE_LANGCHAIN_BACKEND`` and ``STATESTORE_LANGCHAIN_URL``
+(the store), ``STATESTORE_LANGCHAIN_STORE`` (``async``: a ``Store`` opened on a loop
+of its own, so every test uses it from other loops and threads; ``sync``: a
+``SyncStore``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import langchain_core.chat_history
+from langchain_core.messages import BaseMessage
+
+import statestore
+from statestore.integrations.langchain import StatestoreChatMessageHistory
+
+PREFIX = "upstream-"
+
+_store: statestore.Store | statestore.SyncStore | None = None
+
+
+class StoreBackedHistory(StatestoreChatMessageHistory):
+    """Stands in for ``InMemoryChatMessageHistory``: each one is a new conversation in
+    the database holding ``messages``; two are equal when their stored messages are
+    (what the in-memory class's ``==`` compares)."""
+
+    def __init__(self, messages: Sequence[BaseMessage] = ()) -> None:
+        assert _store is not None, "the store opens at session start"
+        super().__init__(f"{PREFIX}{uuid.uuid4().hex}", _store)
+        if messages:
+            self.add_messages(messages)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoreBackedHistory):
+            return NotImplemented
+        return self.messages == other.messages
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def pytest_configure(config: Any) -> None:
+    global _store
+    backend = os.environ["STATESTORE_LANGCHAIN_BACKEND"]
+    url = os.environ["STATESTORE_LANGCHAIN_URL"]
+    if os.environ["STATESTORE_LANGCHAIN_STORE"] == "sync":
+        _store = statestore.open_store_sync(backend, url=url)
+    else:
+        store = statestore.open_store(backend, url=url)
+        asyncio.run(store.__aenter__())
+        _store = store
+    langchain_core.chat_history.InMemoryChatMessageHistory = StoreBackedHistory  # type: ignore[misc]
+
+
+def pytest_unconfigure(config: Any) -> None:
+    if isinstance(_store, statestore.SyncStore):
+        _store.close()
+    elif _store is not None:
+        asyncio.run(_store.close())
