@@ -97,7 +97,9 @@ async def test_migrate_true_migrates_on_open(empty_postgres_url: str) -> None:
 
 
 async def test_json_columns_are_jsonb(postgres_url: str) -> None:
-    """Every JSON column is JSONB and every timestamp timestamptz (information_schema)."""
+    """Every JSON column is JSONB and every timestamp timestamptz (information_schema);
+    message payloads and shared state values are JSON text (text columns), kept byte
+    for byte, NUL escapes included."""
     rows = await _fetch(
         postgres_url,
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
@@ -119,6 +121,7 @@ async def test_json_columns_are_jsonb(postgres_url: str) -> None:
         ("conversation_messages", "created_at"),
         ("memory_context_items", "created_at"),
         ("memory_chunks", "created_at"),
+        ("shared_state", "updated_at"),
     }
     assert set(types.values()) == {"jsonb", "timestamp with time zone"}
 

@@ -14,9 +14,12 @@ T = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def test_values_are_checked_when_built() -> None:
-    """A bad role or score raises ValidationError naming the field."""
-    with pytest.raises(ValidationError, match="role"):
-        Message(role="robot", content="x")
+    """A bad role or score raises ValidationError naming the field. A role is any
+    name of at most 32 characters (frameworks have ``developer``, ``function``, ...)."""
+    for role in ("", "r" * 33, 7, "a\x00b"):
+        with pytest.raises(ValidationError, match="role"):
+            Message(role=role, content="x")  # type: ignore[arg-type]
+    assert Message(role="developer", content="x").role == "developer"
     with pytest.raises(ValidationError, match="relevance_score"):
         ContextItem(content="x", relevance_score=2.0)
 

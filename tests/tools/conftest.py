@@ -158,9 +158,8 @@ CORRUPT_ROWS = {
     "bad-json": "{not json",
     "bad-type": orjson.dumps({"step_count": "seven"}).decode(),
     "bad-shape": orjson.dumps(["a", "list"]).decode(),
-    "bad-role": orjson.dumps(
-        {"conversation_history": [{"role": "robot", "content": "x"}]}
-    ).decode(),
+    # Any role name is a role (frameworks have many), but not an empty one.
+    "bad-role": orjson.dumps({"conversation_history": [{"role": "", "content": "x"}]}).decode(),
     "bad-score": orjson.dumps(
         {"memory_context": [{"content": "x", "relevance_score": 7}]}
     ).decode(),

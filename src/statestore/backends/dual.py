@@ -271,6 +271,11 @@ class DualBackend:
         serving, follower = self._sides(conversation_id)
         written = await serving.write(conversation_id, plan, user_id=user_id)
         await self._mirror(plan.operation, conversation_id, serving, follower)
+        if plan.set_shared or plan.delete_shared:
+            try:
+                await follower.write_shared(plan.set_shared, plan.delete_shared)
+            except Exception as exc:
+                self._follower_failed(plan.operation, conversation_id, follower, exc)
         return written
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
@@ -316,12 +321,38 @@ class DualBackend:
             self._report("load_state", conversation_id, f"{follower.name} differs: {difference}")
 
     async def list_conversations(
-        self, *, user_id: str | None, limit: int, after: str | None
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        after: str | None,
+        prefix: str | None,
+        order: str,
+        with_metadata: bool,
     ) -> Sequence[ConversationInfo]:
         """The primary's list."""
         return await self.primary_backend.list_conversations(
-            user_id=user_id, limit=limit, after=after
+            user_id=user_id,
+            limit=limit,
+            after=after,
+            prefix=prefix,
+            order=order,
+            with_metadata=with_metadata,
         )
+
+    async def read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
+        """The primary's shared state (both sides get every shared write)."""
+        return await self.primary_backend.read_shared(namespaces)
+
+    async def write_shared(
+        self, set_shared: dict[str, dict[str, str]], delete_shared: dict[str, list[str]]
+    ) -> None:
+        """Write on the primary, then on the shadow."""
+        await self.primary_backend.write_shared(set_shared, delete_shared)
+        try:
+            await self.shadow_backend.write_shared(set_shared, delete_shared)
+        except Exception as exc:
+            self._follower_failed("update_shared", None, self.shadow_backend, exc)
 
 
 def _replacing(view: StoredView) -> WritePlan:

@@ -26,10 +26,11 @@ from ..core.backend import Capability, ConversationInfo, StoredView, WritePlan, 
 from ..core.config import backend_for_url
 from ..core.errors import ConversationNotFound, CorruptState, VersionConflict
 from ..core.hookspecs import BackendSpec, hookimpl
-from ..core.model import AgentState
+from ..core.model import AgentState, Message
 from ..core.query import LoadOptions
 from .sql.base import DatabaseBackend
 from .sql.database import Database, Tx
+from .sql.statements import prefix_end
 from .sql.tables import memory_chunks
 
 __all__ = ["LegacyBlobBackend"]
@@ -81,10 +82,17 @@ class LegacyBlobBackend(DatabaseBackend):
     async def read(
         self, conversation_id: str, options: LoadOptions, *, user_id: str | None
     ) -> StoredView | None:
-        """The newest document, filtered in Python as ``options`` say."""
-        newest = await self._db.run(
-            lambda tx: self._newest(tx, conversation_id, user_id), write=False
-        )
+        """The newest document, filtered in Python as ``options`` say (and the shared
+        state asked for, in the same operation)."""
+        namespaces = options.shared
+
+        async def body(tx: Tx) -> tuple[Any, dict[str, dict[str, Any]] | None]:
+            newest = await self._newest(tx, conversation_id, user_id)
+            if newest is None or namespaces is None:
+                return newest, None
+            return newest, await self._read_shared(tx, namespaces)
+
+        newest, shared = await self._db.run(body, write=False)
         if newest is None:
             return None
         owner, whole, updated_at, version, created_at = newest
@@ -95,13 +103,16 @@ class LegacyBlobBackend(DatabaseBackend):
             version=version,
             created_at=created_at,
             updated_at=updated_at,
+            shared=shared,
         )
 
     async def write(
         self, conversation_id: str, plan: WritePlan, *, user_id: str | None
     ) -> WriteResult:
         """Read the newest document, apply ``plan`` to it, insert the result."""
-        new, owner, version, created_at, now = await self._write(conversation_id, plan, user_id)
+        new, owner, version, created_at, now, popped = await self._write(
+            conversation_id, plan, user_id
+        )
         n_messages = len(new.conversation_history)
         return WriteResult(
             version=version,
@@ -111,6 +122,7 @@ class LegacyBlobBackend(DatabaseBackend):
             updated_at=now,
             first_seq=n_messages - len(plan.append_messages),
             first_item_id=len(new.memory_context) - len(plan.add_items),
+            popped=popped,
         )
 
     async def _write(
@@ -118,7 +130,7 @@ class LegacyBlobBackend(DatabaseBackend):
         conversation_id: str,
         plan: WritePlan,
         user_id: str | None,
-    ) -> tuple[AgentState, str | None, int, datetime, datetime]:
+    ) -> tuple[AgentState, str | None, int, datetime, datetime, list[Message]]:
         db = self._db
         expected_version = plan.expected_version
         now = datetime.now(UTC)
@@ -127,8 +139,9 @@ class LegacyBlobBackend(DatabaseBackend):
                 # Serialise writers of one conversation: read-modify-write of a document.
                 await tx.fetchrow(self._sql.get(_lock_conversation).sql, conversation_id)
             newest = await self._newest(tx, conversation_id, None)
+            popped: list[Message] = []
             if newest is None:
-                if not plan.replace or expected_version not in (None, 0):
+                if not (plan.replace or plan.create) or expected_version not in (None, 0):
                     raise ConversationNotFound(conversation_id)
                 stored, owner, version, created_at = None, user_id, 0, now
             else:
@@ -145,6 +158,9 @@ class LegacyBlobBackend(DatabaseBackend):
                 for i, loaded in zip(plan.remove_item_ids, plan.removed_items, strict=False):
                     if i >= len(items) or items[i] != loaded:
                         raise VersionConflict(conversation_id, plan.base_version, version)
+                if plan.pop_messages:
+                    history = stored.conversation_history
+                    popped = history[max(0, len(history) - plan.pop_messages) :]
             new = plan.apply_to(stored, first_item_id=0)
             # Item ids are positions in the document.
             new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]
@@ -156,7 +172,9 @@ class LegacyBlobBackend(DatabaseBackend):
                 "now": db.ts(now),
             }
             await tx.execute(insert.sql, *insert.args(values))
-        return new, owner, version + 1, created_at, now
+            if plan.set_shared or plan.delete_shared:
+                await self._write_shared(tx, plan.set_shared, plan.delete_shared, now)
+        return new, owner, version + 1, created_at, now, popped
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete every stored document of the conversation."""
@@ -167,25 +185,63 @@ class LegacyBlobBackend(DatabaseBackend):
         return deleted > 0
 
     async def list_conversations(
-        self, *, user_id: str | None, limit: int, after: str | None
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        after: str | None,
+        prefix: str | None,
+        order: str,
+        with_metadata: bool,
     ) -> list[ConversationInfo]:
-        """The newest document of each conversation, ordered by id."""
-        statement = self._sql.get(_list, user_id is not None, after is not None)
-        args = statement.args({"user_id": user_id, "after": after, "limit": limit})
+        """The newest document of each conversation. In id order the database pages;
+        newest first, every conversation that matches is read and sorted in Python
+        (the old layout has no column to sort by)."""
+        by_id = order == "id"
+        end = None if prefix is None else prefix_end(prefix)
+        statement = self._sql.get(
+            _list,
+            user_id is not None,
+            after is not None and by_id,
+            prefix is not None,
+            end is not None,
+            by_id,
+        )
+        values = {"user_id": user_id, "after": after, "limit": limit, "prefix": prefix}
+        values["prefix_end"] = end
+        args = statement.args(values)
         rows = await self._db.run(lambda tx: tx.fetch(statement.sql, *args), write=False)
         ts_out = self._db.ts_out
         result = []
         for cid, owner, content, updated_at, count, first_at in rows:
+            metadata: dict[str, Any] | None = None
             try:
-                message_count = len(jsoncodec.loads(content).get("conversation_history", []))
+                document = jsoncodec.loads(content)
+                message_count = len(document.get("conversation_history", []))
+                if with_metadata:
+                    metadata = dict(document.get("metadata", {}))
             except (ValueError, AttributeError, TypeError):
                 message_count = 0  # corrupt: listed, and load_state says why
+                metadata = {} if with_metadata else None
             result.append(
                 ConversationInfo(
-                    cid, owner, count, message_count, ts_out(first_at), ts_out(updated_at)
+                    cid,
+                    owner,
+                    count,
+                    message_count,
+                    ts_out(first_at),
+                    ts_out(updated_at),
+                    metadata,
                 )
             )
-        return result
+        if by_id:
+            return result
+        result.sort(key=lambda c: c.conversation_id)
+        result.sort(key=lambda c: c.updated_at, reverse=True)
+        if after is not None:
+            at = next((i for i, c in enumerate(result) if c.conversation_id == after), None)
+            result = [] if at is None else result[at + 1 :]
+        return result[:limit]
 
 
 # -- statement builders (compiled once per dialect and shape: see sql/statements.py) --
@@ -268,9 +324,12 @@ def _delete(dialect: Dialect, owned: bool) -> sa.Delete:
     return statement.where(~sa.exists(others))
 
 
-def _list(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
+def _list(
+    dialect: Dialect, by_user: bool, after: bool, by_prefix: bool, bounded: bool, limited: bool
+) -> sa.Select[Any]:
     """The newest document of each conversation, ordered by id, with its snapshot
-    count and first save time."""
+    count and first save time; ids in ``[prefix, prefix_end)`` (no end unless
+    ``bounded``); the first ``limit`` if ``limited``."""
     chunks = memory_chunks
     agg = sa.select(
         chunks.c.conversation_id,
@@ -280,6 +339,10 @@ def _list(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
     ).group_by(chunks.c.conversation_id)
     if after:
         agg = agg.where(chunks.c.conversation_id > sa.bindparam("after"))
+    if by_prefix:
+        agg = agg.where(chunks.c.conversation_id >= sa.bindparam("prefix"))
+        if bounded:
+            agg = agg.where(chunks.c.conversation_id < sa.bindparam("prefix_end"))
     grouped = agg.subquery("agg")
     c = memory_chunks.alias("c")
     statement = sa.select(
@@ -292,7 +355,8 @@ def _list(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
     ).select_from(grouped.join(c, c.c.id == grouped.c.last_id))
     if by_user:
         statement = statement.where(c.c.user_id == sa.bindparam("user_id"))
-    return statement.order_by(c.c.conversation_id).limit(sa.bindparam("limit"))
+    statement = statement.order_by(c.c.conversation_id)
+    return statement.limit(sa.bindparam("limit")) if limited else statement
 
 
 def _factory(url: str | None, *, registry: object = None, **options: Any) -> LegacyBlobBackend:

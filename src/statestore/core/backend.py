@@ -2,9 +2,10 @@
 returns.
 
 A user holds a ``Store`` (``core/store.py``); the Store validates input, plans each write
-and keeps what a loaded state holds, then asks its backend for one of five things:
-read a ``StoredView`` of one conversation, apply one ``WritePlan``, delete, list, and
-open/close. A third-party backend needs only the names exported from ``statestore``.
+and keeps what a loaded state holds, then asks its backend to read a ``StoredView``
+of one conversation, apply one ``WritePlan``, delete, list, read and write shared
+state, and open/close. A third-party backend needs only the names exported from
+``statestore``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ __all__ = [
     "StoredView",
     "WritePlan",
     "WriteResult",
+    "LIST_ORDERS",
 ]
 
 SCALARS = ("user_input", "focus_areas", "step_count", "last_tool_result")
+LIST_ORDERS = ("id", "updated")
+"""``list_conversations`` orders: by id, or most recently updated first (ties by id)."""
 
 
 class Capability(enum.StrEnum):
@@ -64,6 +68,8 @@ class ConversationInfo:
     message_count: int
     created_at: datetime
     updated_at: datetime
+    metadata: dict[str, Any] | None = None
+    """The conversation's metadata when listed ``with_metadata``, else None."""
 
 
 @dataclass(slots=True)
@@ -73,8 +79,12 @@ class WritePlan:
     ``replace``: the stored conversation becomes exactly this plan's content (what is
     stored beyond it is dropped), creating the conversation if needed; otherwise the
     changes apply to what is stored, and a missing conversation is
-    ``ConversationNotFound``. Messages get seqs from the stored count on (after
-    ``truncate_from``, if set), added items ids from the backend's next unused id.
+    ``ConversationNotFound``, unless ``create``: then it is created empty (owned by
+    the caller) and the changes apply to it. The last ``pop_messages`` stored
+    messages are removed (``WriteResult.popped``), then ``truncate_from`` applies,
+    then messages are appended; they get seqs from the stored count on, added items
+    ids from the backend's next unused id. Shared state changes in the same
+    transaction.
 
     The backend raises, changing nothing:
 
@@ -106,9 +116,14 @@ class WritePlan:
     base_version: int = 0
     """The version the state was loaded (or last saved) at: the stale version a
     ``VersionConflict`` names when ``expected_count`` does not hold."""
+    create: bool = False
+    pop_messages: int = 0
+    set_shared: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Shared state to set: ``{namespace: {key: value as JSON text}}``."""
+    delete_shared: dict[str, list[str]] = field(default_factory=dict)
     operation: str = "save_state"
-    """The Store method that planned it (``save_state`` or ``update_state``), for a
-    backend's own reports."""
+    """The Store method that planned it (``save_state``, ``update_state`` or
+    ``pop_messages``), for a backend's own reports."""
 
     @property
     def rows(self) -> int:
@@ -120,6 +135,9 @@ class WritePlan:
             + len(self.remove_item_ids)
             + len(self.set_metadata)
             + len(self.delete_metadata)
+            + self.pop_messages
+            + sum(map(len, self.set_shared.values()))
+            + sum(map(len, self.delete_shared.values()))
         )
 
     def apply_to(self, stored: AgentState | None, first_item_id: int) -> AgentState:
@@ -136,6 +154,8 @@ class WritePlan:
             history = list(stored.conversation_history)
             items = list(stored.memory_context)
             metadata = dict(stored.metadata)
+        if self.pop_messages:
+            del history[max(0, len(history) - self.pop_messages) :]
         if self.truncate_from is not None:
             del history[self.truncate_from :]
         start = len(history)
@@ -168,6 +188,8 @@ class WriteResult:
     """The seq given to the plan's first appended message."""
     first_item_id: int
     """The id given to the plan's first added item."""
+    popped: list[Message] = field(default_factory=list)
+    """The messages ``pop_messages`` removed, oldest first, with their seqs."""
 
 
 @dataclass(slots=True)
@@ -188,6 +210,8 @@ class StoredView:
     messages: list[Message]
     items: list[ContextItem]
     metadata: dict[str, Any]
+    shared: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The shared state of each namespace ``options.shared`` names ({} if none)."""
 
     @classmethod
     def select(
@@ -199,6 +223,7 @@ class StoredView:
         version: int,
         created_at: datetime,
         updated_at: datetime,
+        shared: dict[str, dict[str, Any]] | None = None,
     ) -> StoredView:
         """The view ``options`` select of a whole stored state (messages with their
         seq, items with their id), answered in Python, for a backend that keeps whole
@@ -216,6 +241,7 @@ class StoredView:
             messages=options.select_messages(whole.conversation_history),
             items=options.select_context(whole.memory_context, whole.focus_areas),
             metadata=dict(whole.metadata),
+            shared=shared or {},
         )
 
 
@@ -258,8 +284,9 @@ class StorageBackend(Protocol):
     async def read(
         self, conversation_id: str, options: LoadOptions, *, user_id: str | None
     ) -> StoredView | None:
-        """What ``options`` select of one conversation, from one snapshot of it; None
-        if it does not exist or belongs to another user than ``user_id``."""
+        """What ``options`` select of one conversation, with the shared state of
+        ``options.shared``, from one snapshot; None if it does not exist or belongs to
+        another user than ``user_id``."""
         ...
 
     async def write(
@@ -274,7 +301,28 @@ class StorageBackend(Protocol):
         ...
 
     async def list_conversations(
-        self, *, user_id: str | None, limit: int, after: str | None
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        after: str | None,
+        prefix: str | None,
+        order: str,
+        with_metadata: bool,
     ) -> Sequence[ConversationInfo]:
-        """Conversations ordered by id, at most ``limit``, after ``after``."""
+        """At most ``limit`` conversations (of ``user_id``, if given; whose id starts
+        with ``prefix``, if given) in ``order`` (one of ``LIST_ORDERS``), starting after
+        the conversation ``after`` (the last of the previous page), each with its
+        metadata if ``with_metadata``."""
+        ...
+
+    async def read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
+        """The shared state of each namespace, one snapshot ({} for one with none)."""
+        ...
+
+    async def write_shared(
+        self, set_shared: dict[str, dict[str, str]], delete_shared: dict[str, list[str]]
+    ) -> None:
+        """Set (values as JSON text) and delete shared state keys, in one
+        transaction."""
         ...

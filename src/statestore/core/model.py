@@ -31,6 +31,9 @@ from .validation import (
 __all__ = ["AgentState", "ContextItem", "Message", "ROLES"]
 
 ROLES = frozenset({"user", "assistant", "tool", "system"})
+"""The common roles. A message's role may be any other name of at most
+``MAX_ROLE_LENGTH`` characters too (``developer``, ``function``, ``model``, ...)."""
+MAX_ROLE_LENGTH = 32
 
 
 def _now() -> datetime:
@@ -74,6 +77,11 @@ class Message:
     """One entry of the conversation history. ``seq`` is its 0-based position, given
     by the store; it is None on a message not yet saved.
 
+    ``payload``: any JSON value kept whole and returned exactly (None: none), for an
+    item of a framework that is not role + text (a tool call, a reasoning item, an
+    event). Its strings may hold NUL. Put the text in ``content`` or in the payload,
+    not both; ``role``, ``message_type`` and ``tool_name`` stay queryable either way.
+
     Every value is checked when the message is built (``ValidationError``), unless
     ``validated=True`` says they were checked already: a backend reading back what it
     stored, or a copy of a message with another ``seq``."""
@@ -85,9 +93,10 @@ class Message:
     timestamp: datetime = field(default_factory=_now)
     metadata: dict[str, Any] = field(default_factory=dict)
     seq: int | None = field(default=None, compare=False)
+    payload: Any = None
 
     KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"role", "content", "message_type", "tool_name", "timestamp", "metadata"}
+        {"role", "content", "message_type", "tool_name", "timestamp", "metadata", "payload"}
     )
 
     def __init__(
@@ -100,6 +109,7 @@ class Message:
         metadata: dict[str, Any] = _DEFAULT,
         seq: int | None = None,
         validated: bool = False,
+        payload: Any = None,
     ) -> None:
         # Written by hand (the dataclass's generated __init__ of a frozen class goes
         # through object.__setattr__ per field), as a load builds one per stored row;
@@ -109,14 +119,20 @@ class Message:
         if metadata is _DEFAULT:
             metadata = {}
         if not validated:
-            if role not in ROLES:
-                raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {role!r}")
+            if type(role) is not str or role not in ROLES:
+                check_text(role, "role", allow_empty=False)
+                if len(role) > MAX_ROLE_LENGTH:
+                    raise ValidationError(
+                        "role", f"is {len(role)} characters long; the limit is {MAX_ROLE_LENGTH}"
+                    )
             check_text(content, "content")
             check_text(message_type, "message_type", allow_empty=False)
             check_optional_text(tool_name, "tool_name")
             timestamp = check_timestamp(timestamp, "timestamp")
             check_json_object(metadata, "metadata")
-        s_role, s_content, s_type, s_tool, s_time, s_meta, s_seq = _MESSAGE_SLOTS
+            if payload is not None:
+                check_json(payload, "payload", nul_ok=True)
+        s_role, s_content, s_type, s_tool, s_time, s_meta, s_seq, s_payload = _MESSAGE_SLOTS
         s_role(self, role)
         s_content(self, content)
         s_type(self, message_type)
@@ -124,6 +140,7 @@ class Message:
         s_time(self, timestamp)
         s_meta(self, metadata)
         s_seq(self, seq)
+        s_payload(self, payload)
 
     def with_seq(self, seq: int) -> Message:
         """This message at position ``seq``."""
@@ -136,10 +153,13 @@ class Message:
             self.metadata,
             seq,
             True,  # validated
+            self.payload,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The legacy document's form; ``payload`` only when there is one, so a
+        message without stays byte-for-byte what the legacy layout wrote."""
+        data = {
             "role": self.role,
             "content": self.content,
             "message_type": self.message_type,
@@ -147,6 +167,9 @@ class Message:
             "timestamp": self.timestamp.isoformat(),
             "metadata": self.metadata,
         }
+        if self.payload is not None:
+            data["payload"] = self.payload
+        return data
 
     @classmethod
     def from_dict(cls, data: object, *, seq: int | None = None) -> Message:
@@ -161,6 +184,7 @@ class Message:
             else MISSING_TIMESTAMP,
             metadata=d.get("metadata", {}),
             seq=seq,
+            payload=d.get("payload"),
         )
         return msg
 
@@ -168,7 +192,16 @@ class Message:
 # The slots' own setters, which the frozen class's __init__ assigns through.
 _MESSAGE_SLOTS = tuple(
     Message.__dict__[name].__set__
-    for name in ("role", "content", "message_type", "tool_name", "timestamp", "metadata", "seq")
+    for name in (
+        "role",
+        "content",
+        "message_type",
+        "tool_name",
+        "timestamp",
+        "metadata",
+        "seq",
+        "payload",
+    )
 )
 
 
@@ -303,6 +336,10 @@ class AgentState:
     updated_at: datetime | None = field(default=None, compare=False)
     history_start: int = field(default=0, compare=False)
     history_total: int = field(default=0, compare=False)
+    shared: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
+    """State shared across conversations, by namespace: what ``LoadOptions.shared``
+    asked for, read with the conversation. ``save_state`` never writes it; change it
+    with ``StatePatch.set_shared`` or ``Store.update_shared``."""
     # What the state held when it last touched a store, kept by the Store
     # (core/store.py) so that its next save writes only what changed.
     _snapshot: object = field(default=None, compare=False, repr=False)

@@ -5,13 +5,15 @@ Both validate their values when built, so a bad option fails before any I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .errors import ValidationError
 from .model import ContextItem, Message
 from .validation import (
+    check_id,
     check_int,
     check_json,
     check_json_object,
@@ -21,6 +23,7 @@ from .validation import (
     check_str_list,
     check_str_set,
     check_text,
+    check_timestamp,
 )
 
 __all__ = ["LoadOptions", "StatePatch", "UNSET"]
@@ -30,13 +33,17 @@ __all__ = ["LoadOptions", "StatePatch", "UNSET"]
 class LoadOptions:
     """Which part of a conversation to load. The default loads everything, as saved.
 
-    Messages: ``message_types`` and ``tool_name`` filter them, then ``last_messages``
-    keeps the last N of what is left (0: none). Messages come back in seq order.
+    Messages: ``message_types``, ``tool_name`` and ``messages_since`` (timestamp at or
+    after it) filter them, then ``last_messages`` keeps the last N of what is left
+    (0: none). Messages come back in seq order.
 
     Context items: ``context_sources``, ``context_types``, ``min_relevance`` (a score
     >= the threshold) and ``focus_only`` (context_type among the state's focus_areas)
     filter them, then ``context_limit`` keeps the k most relevant (ties: the earlier
     item). Items come back in the order they were saved.
+
+    ``shared``: namespaces of shared state to read with the conversation, in the same
+    snapshot (``AgentState.shared``).
     """
 
     last_messages: int | None = None
@@ -47,9 +54,16 @@ class LoadOptions:
     context_sources: frozenset[str] | None = None
     context_types: frozenset[str] | None = None
     focus_only: bool = False
+    messages_since: datetime | None = None
+    shared: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         check_optional_int(self.last_messages, "last_messages")
+        if self.messages_since is not None:
+            since = check_timestamp(self.messages_since, "messages_since")
+            object.__setattr__(self, "messages_since", since)
+        if self.shared is not None:
+            object.__setattr__(self, "shared", check_namespaces(self.shared, "shared"))
         check_optional_int(self.context_limit, "context_limit")
         check_optional_text(self.tool_name, "tool_name")
         if self.min_relevance is not None:
@@ -71,15 +85,21 @@ class LoadOptions:
     @property
     def filters_messages(self) -> bool:
         """True when the loaded messages may skip some stored ones in the middle."""
-        return self.message_types is not None or self.tool_name is not None
+        return (
+            self.message_types is not None
+            or self.tool_name is not None
+            or self.messages_since is not None
+        )
 
     def select_messages(self, messages: Sequence[Message]) -> list[Message]:
         """Apply the message options in Python (the legacy backend's way)."""
+        since = self.messages_since
         chosen = [
             m
             for m in messages
             if (self.message_types is None or m.message_type in self.message_types)
             and (self.tool_name is None or m.tool_name == self.tool_name)
+            and (since is None or m.timestamp >= since)
         ]
         if self.last_messages is not None:
             chosen = chosen[-self.last_messages :] if self.last_messages else []
@@ -103,6 +123,48 @@ class LoadOptions:
             keep = sorted(ranked[: self.context_limit])
             chosen = [chosen[i] for i in keep]
         return chosen
+
+
+def check_namespaces(value: Iterable[str], field: str) -> frozenset[str]:
+    """A collection of shared-state namespaces (each follows the id rules)."""
+    if isinstance(value, str):
+        raise ValidationError(field, "must be a collection of namespaces, not a single string")
+    try:
+        items = list(value)
+    except TypeError:
+        raise ValidationError(
+            field, f"must be a collection of namespaces, not {type(value).__name__}"
+        ) from None
+    return frozenset(check_id(item, f"{field}[{i}]") for i, item in enumerate(items))
+
+
+def check_shared_values(value: object, field: str) -> dict[str, dict[str, Any]]:
+    """``{namespace: {key: JSON value}}`` (values may hold NUL: see validation)."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be a dict of dicts, not {type(value).__name__}")
+    checked: dict[str, dict[str, Any]] = {}
+    for namespace, values in value.items():
+        check_id(namespace, f"{field} namespace")
+        if not isinstance(values, Mapping):
+            raise ValidationError(
+                f"{field}[{namespace!r}]", f"must be a dict, not {type(values).__name__}"
+            )
+        for key, item in values.items():
+            check_text(key, f"{field}[{namespace!r}] key")
+            check_json(item, f"{field}[{namespace!r}][{key!r}]", nul_ok=True)
+        checked[namespace] = dict(values)
+    return checked
+
+
+def check_shared_keys(value: object, field: str) -> dict[str, tuple[str, ...]]:
+    """``{namespace: [key, ...]}``."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be a dict of key lists, not {type(value).__name__}")
+    checked: dict[str, tuple[str, ...]] = {}
+    for namespace, keys in value.items():
+        check_id(namespace, f"{field} namespace")
+        checked[namespace] = check_str_set(keys, f"{field}[{namespace!r}]") or ()
+    return checked
 
 
 class _Unset:
@@ -147,7 +209,9 @@ class StatePatch:
     Scalar fields are left alone unless given (``None`` is a value: it is written).
     ``append_messages`` extends the history, ``add_context`` adds items,
     ``remove_context`` removes items by ``item_id``, ``set_metadata`` sets keys and
-    ``delete_metadata`` removes keys.
+    ``delete_metadata`` removes keys. ``set_shared`` (``{namespace: {key: value}}``)
+    and ``delete_shared`` (``{namespace: [key, ...]}``) change state shared across
+    conversations (see ``Store.load_shared``), in the same transaction.
     """
 
     user_input: Any = UNSET
@@ -159,6 +223,8 @@ class StatePatch:
     remove_context: Iterable[int] = ()
     set_metadata: dict[str, Any] = field(default_factory=dict)
     delete_metadata: Iterable[str] = ()
+    set_shared: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    delete_shared: Mapping[str, Iterable[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.user_input is not UNSET and self.user_input is not None:
@@ -193,6 +259,20 @@ class StatePatch:
                     "delete_metadata", f"keys also in set_metadata: {sorted(overlap)}"
                 )
             object.__setattr__(self, "delete_metadata", delete)
+        if type(self.set_shared) is not dict or self.set_shared:
+            object.__setattr__(
+                self, "set_shared", check_shared_values(self.set_shared, "set_shared")
+            )
+        if type(self.delete_shared) is not dict or self.delete_shared:
+            delete_shared = check_shared_keys(self.delete_shared, "delete_shared")
+            for namespace, keys in delete_shared.items():
+                overlap = set(keys) & self.set_shared.get(namespace, {}).keys()
+                if overlap:
+                    raise ValidationError(
+                        "delete_shared",
+                        f"keys also in set_shared[{namespace!r}]: {sorted(overlap)}",
+                    )
+            object.__setattr__(self, "delete_shared", delete_shared)
 
     def scalars(self) -> dict[str, Any]:
         """The scalar fields that were given, by name."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from . import jsoncodec
 from .backend import (
+    LIST_ORDERS,
     SCALARS,
     Capability,
     ConversationInfo,
@@ -28,8 +30,16 @@ from .backend import (
 )
 from .errors import ConversationNotFound, ValidationError
 from .model import AgentState, ContextItem, Message
-from .query import LoadOptions, StatePatch
-from .validation import check_id, check_int, check_json, check_optional_id, check_optional_int
+from .query import LoadOptions, StatePatch, check_namespaces, check_shared_keys, check_shared_values
+from .validation import (
+    MAX_ID_LENGTH,
+    check_id,
+    check_int,
+    check_json,
+    check_optional_id,
+    check_optional_int,
+    check_text,
+)
 
 __all__ = ["Store"]
 
@@ -39,7 +49,17 @@ _DEFAULT_OPTIONS = LoadOptions()
 # "backend" too: while it is not set yet (copy, unpickling), looking it up must not
 # recurse.
 _NOT_FORWARDED = frozenset(
-    {"backend", "open", "read", "write", "delete", "list_conversations", "data_key"}
+    {
+        "backend",
+        "open",
+        "read",
+        "write",
+        "delete",
+        "list_conversations",
+        "read_shared",
+        "write_shared",
+        "data_key",
+    }
 )
 
 
@@ -163,19 +183,78 @@ class Store:
         *,
         user_id: str | None = None,
         expected_version: int | None = None,
+        create: bool = False,
     ) -> SaveResult:
-        """Apply ``patch`` in one transaction; raise ConversationNotFound."""
+        """Apply ``patch`` in one transaction. A missing conversation raises
+        ConversationNotFound, unless ``create``: then it is created (empty, owned by
+        ``user_id``) and the patch applied to it, atomically (``expected_version`` 0:
+        it must not exist yet)."""
         started = time.perf_counter()
         conversation_id = check_id(conversation_id, "conversation_id")
         user_id = check_optional_id(user_id, "user_id")
         expected_version = check_optional_int(expected_version, "expected_version")
+        if type(create) is not bool:
+            raise ValidationError("create", "must be a bool")
         plan = _plan_patch(patch)
         plan.expected_version = expected_version
+        plan.create = create
         written = await self.backend.write(conversation_id, plan, user_id=user_id)
         self._done("update_state", conversation_id, started, plan.rows)
         return SaveResult(
             conversation_id, written.version, written.message_count, written.updated_at
         )
+
+    async def pop_messages(
+        self,
+        conversation_id: str,
+        count: int = 1,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> list[Message]:
+        """Remove the last ``count`` stored messages in one transaction and return
+        them, oldest first (fewer if fewer are stored); raise ConversationNotFound."""
+        started = time.perf_counter()
+        conversation_id = check_id(conversation_id, "conversation_id")
+        user_id = check_optional_id(user_id, "user_id")
+        check_int(count, "count", minimum=1)
+        expected_version = check_optional_int(expected_version, "expected_version")
+        plan = WritePlan(
+            replace=False,
+            scalars={},
+            pop_messages=count,
+            expected_version=expected_version,
+            operation="pop_messages",
+        )
+        written = await self.backend.write(conversation_id, plan, user_id=user_id)
+        self._done("pop_messages", conversation_id, started, plan.rows)
+        return written.popped
+
+    async def load_shared(self, namespaces: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The state shared across conversations under each of ``namespaces``, read
+        in one snapshot: ``{namespace: {key: value}}``, ``{}`` for a namespace with
+        nothing stored. (``LoadOptions.shared`` reads it with a conversation.)"""
+        started = time.perf_counter()
+        wanted = check_namespaces(namespaces, "namespaces")
+        shared = await self.backend.read_shared(wanted)
+        self._done("load_shared", None, started, sum(map(len, shared.values())))
+        return shared
+
+    async def update_shared(
+        self,
+        namespace: str,
+        set: Mapping[str, Any] | None = None,  # the patch's verb
+        delete: Iterable[str] = (),
+    ) -> None:
+        """Set and delete keys of one namespace of shared state, in one transaction.
+        (``StatePatch.set_shared`` does it in a conversation's transaction.)"""
+        started = time.perf_counter()
+        namespace = check_id(namespace, "namespace")
+        values = check_shared_values({namespace: set or {}}, "set")
+        keys = check_shared_keys({namespace: delete}, "delete")
+        plan = _shared_plan(values, keys)
+        await self.backend.write_shared(plan.set_shared, plan.delete_shared)
+        self._done("update_shared", None, started, plan.rows - 1)
 
     async def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
         """Delete a conversation; return whether one was deleted."""
@@ -187,15 +266,41 @@ class Store:
         return deleted
 
     async def list_conversations(
-        self, *, user_id: str | None = None, limit: int = 100, after: str | None = None
+        self,
+        *,
+        user_id: str | None = None,
+        prefix: str | None = None,
+        order: str = "id",
+        with_metadata: bool = False,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[ConversationInfo]:
-        """Conversations ordered by id, ``limit`` at a time, starting after ``after``."""
+        """Conversations, ``limit`` at a time, without loading them: of ``user_id``
+        (if given), whose id starts with ``prefix`` (if given), ordered by id
+        (``order="id"``) or most recently updated first (``"updated"``), each with its
+        metadata if ``with_metadata``. ``after``: the id of the last conversation of the
+        previous page."""
         started = time.perf_counter()
         user_id = check_optional_id(user_id, "user_id")
+        if prefix is not None:
+            check_text(prefix, "prefix", allow_empty=False)
+            if len(prefix) > MAX_ID_LENGTH:
+                raise ValidationError("prefix", f"is longer than {MAX_ID_LENGTH} characters")
+        if order not in LIST_ORDERS:
+            raise ValidationError("order", f"must be one of {list(LIST_ORDERS)}, got {order!r}")
+        if type(with_metadata) is not bool:
+            raise ValidationError("with_metadata", "must be a bool")
         check_int(limit, "limit", minimum=1)
         after = check_optional_id(after, "after")
         result = list(
-            await self.backend.list_conversations(user_id=user_id, limit=limit, after=after)
+            await self.backend.list_conversations(
+                user_id=user_id,
+                limit=limit,
+                after=after,
+                prefix=prefix,
+                order=order,
+                with_metadata=with_metadata,
+            )
         )
         self._done("list_conversations", None, started, len(result))
         return result
@@ -246,6 +351,7 @@ class Store:
             updated_at=view.updated_at,
             history_start=view.message_count if first is None else first,
             history_total=view.message_count,
+            shared=view.shared,
         )
         dumps = jsoncodec.dumps
         state._snapshot = _Snapshot(
@@ -372,6 +478,8 @@ def _recheck_new_rows(plan: WritePlan, messages_field: str, items_field: str) ->
     for i, message in enumerate(plan.append_messages):
         if message.metadata:
             check_json(message.metadata, f"{messages_field}[{i}].metadata")
+        if message.payload is not None:
+            check_json(message.payload, f"{messages_field}[{i}].payload", nul_ok=True)
     for i, item in enumerate(plan.add_items):
         if item.metadata:
             check_json(item.metadata, f"{items_field}[{i}].metadata")
@@ -391,4 +499,26 @@ def _plan_patch(patch: StatePatch) -> WritePlan:
         delete_metadata=list(patch.delete_metadata),
         operation="update_state",
     )
+    if patch.set_shared or patch.delete_shared:
+        shared = _shared_plan(patch.set_shared, patch.delete_shared)
+        plan.set_shared = shared.set_shared
+        plan.delete_shared = shared.delete_shared
     return _recheck_new_rows(plan, "append_messages", "add_context")
+
+
+def _shared_plan(
+    set_shared: Mapping[str, Mapping[str, Any]], delete_shared: Mapping[str, Iterable[str]]
+) -> WritePlan:
+    """A plan holding only shared-state changes (values as JSON text), of checked
+    arguments; namespaces without a change are left out."""
+    dumps = jsoncodec.dumps
+    return WritePlan(
+        replace=False,
+        scalars={},
+        set_shared={
+            namespace: {key: dumps(value) for key, value in values.items()}
+            for namespace, values in set_shared.items()
+            if values
+        },
+        delete_shared={namespace: list(keys) for namespace, keys in delete_shared.items() if keys},
+    )

@@ -7,7 +7,9 @@ by all and comes back equal:
   (not encodable as UTF-8);
 - JSON values: dict with str keys, list, str, bool, None, int in the signed 64-bit
   range, finite float; at most ``MAX_JSON_DEPTH`` levels deep (which also rules out
-  cycles);
+  cycles). Strings follow the text rule, except in a message's ``payload`` and in
+  shared state (``nul_ok``), which are stored as JSON text, where NUL is the escape
+  ``\u0000``: a framework's item may hold any string it accepts;
 - conversation and user ids: 1 to ``MAX_ID_LENGTH`` characters, no control
   characters, no leading or trailing white space. Quotes, semicolons and anything
   else are plain data: no SQL is ever built from them.
@@ -29,6 +31,7 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
@@ -117,11 +120,13 @@ def check_str_list(value: object, field: str) -> list[str]:
     return [check_text(item, f"{field}[{i}]") for i, item in enumerate(value)]
 
 
-def check_json(value: Any, field: str) -> None:
+def check_json(value: Any, field: str, *, nul_ok: bool = False) -> None:
     """Raise ValidationError unless ``value`` is a JSON value every backend stores
-    exactly (see the module docstring)."""
-    if not is_valid_json(value, 0):
-        _check_json(value, field, 0)  # finds what is wrong and says where
+    exactly (see the module docstring); ``nul_ok``: strings may hold NUL."""
+    if nul_ok:
+        _check_json(value, field, 0, _SURROGATE)
+    elif not is_valid_json(value, 0):
+        _check_json(value, field, 0, _BAD_TEXT)  # finds what is wrong and says where
 
 
 def is_valid_json(value: Any, depth: int = 0) -> bool:
@@ -161,10 +166,10 @@ def is_valid_json(value: Any, depth: int = 0) -> bool:
     return kind is bool or value is None
 
 
-def _check_json(value: Any, field: str, depth: int) -> None:
+def _check_json(value: Any, field: str, depth: int, bad: re.Pattern[str] = _BAD_TEXT) -> None:
     kind = type(value)
     if kind is str:
-        if _BAD_TEXT.search(value):
+        if bad.search(value):
             check_text(value, field)
     elif kind is bool or value is None:
         pass
@@ -183,12 +188,12 @@ def _check_json(value: Any, field: str, depth: int) -> None:
             for key, item in value.items():
                 if type(key) is not str:
                     raise ValidationError(field, f"object keys must be strings, got {key!r}")
-                if _BAD_TEXT.search(key):
+                if bad.search(key):
                     check_text(key, f"{field} key")
-                _check_json(item, f"{field}.{key}", depth + 1)
+                _check_json(item, f"{field}.{key}", depth + 1, bad)
         else:
             for i, item in enumerate(value):
-                _check_json(item, f"{field}[{i}]", depth + 1)
+                _check_json(item, f"{field}[{i}]", depth + 1, bad)
     else:
         raise ValidationError(field, f"{kind.__name__} is not a JSON value")
 

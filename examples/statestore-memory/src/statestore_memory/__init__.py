@@ -13,7 +13,9 @@ a state it loaded) and reports each operation. What is left here:
 - ``write``: apply a ``WritePlan`` atomically (``WritePlan.apply_to`` does it on a whole
   state), raising ``ConversationNotFound`` / ``VersionConflict`` as ``WritePlan`` says,
   and return a ``WriteResult``;
-- ``delete``, ``list_conversations``, ``open``, ``close``, and the ``capabilities`` it has.
+- ``delete``, ``list_conversations``, ``read_shared``/``write_shared`` (state shared
+  across conversations, written in a plan's transaction too), ``open``, ``close``, and
+  the ``capabilities`` it has.
 
 Every name it uses is exported from ``statestore``. Each conversation is kept as its
 JSON document (``AgentState.to_dict()``), so a caller mutating a loaded state can never
@@ -76,6 +78,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._data: dict[str, _Record] = {}
+        self._shared: dict[str, dict[str, str]] = {}  # values as JSON text
         self._lock = asyncio.Lock()
 
     @property
@@ -109,6 +112,7 @@ class MemoryBackend:
             version=record.version,
             created_at=record.created_at,
             updated_at=record.updated_at,
+            shared=None if options.shared is None else self._read_shared(options.shared),
         )
 
     async def write(
@@ -119,8 +123,9 @@ class MemoryBackend:
             now = datetime.now(UTC)
             old = self._data.get(conversation_id)
             expected = plan.expected_version
+            popped = []
             if old is None:
-                if not plan.replace or expected not in (None, 0):
+                if not (plan.replace or plan.create) or expected not in (None, 0):
                     raise ConversationNotFound(conversation_id)
                 stored, owner, version, created_at, first_id = None, user_id, 0, now, 0
             else:
@@ -133,6 +138,9 @@ class MemoryBackend:
                     raise VersionConflict(conversation_id, plan.base_version, old.version)
                 stored, owner, version = old.state(), old.owner, old.version
                 created_at, first_id = old.created_at, old.next_item_id
+                if plan.pop_messages:
+                    history = stored.conversation_history
+                    popped = history[max(0, len(history) - plan.pop_messages) :]
             new = plan.apply_to(stored, first_item_id=first_id)
             record = _Record(
                 owner=owner,
@@ -145,6 +153,7 @@ class MemoryBackend:
                 updated_at=now,
             )
             self._data[conversation_id] = record
+            self._write_shared(plan.set_shared, plan.delete_shared)
         return WriteResult(
             version=record.version,
             message_count=record.message_count,
@@ -153,6 +162,7 @@ class MemoryBackend:
             updated_at=record.updated_at,
             first_seq=record.message_count - len(plan.append_messages),
             first_item_id=first_id,
+            popped=popped,
         )
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
@@ -164,27 +174,65 @@ class MemoryBackend:
         return deleted
 
     async def list_conversations(
-        self, *, user_id: str | None, limit: int, after: str | None
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        after: str | None,
+        prefix: str | None,
+        order: str,
+        with_metadata: bool,
     ) -> list[ConversationInfo]:
-        """Conversations in id order."""
-        result = []
-        for cid in sorted(self._data):
-            record = self._data[cid]
-            if (after is not None and cid <= after) or (user_id and record.owner != user_id):
-                continue
-            result.append(
-                ConversationInfo(
-                    cid,
-                    record.owner,
-                    record.version,
-                    record.message_count,
-                    record.created_at,
-                    record.updated_at,
-                )
+        """Conversations in id order, or most recently updated first."""
+        found = [
+            ConversationInfo(
+                cid,
+                record.owner,
+                record.version,
+                record.message_count,
+                record.created_at,
+                record.updated_at,
+                json.loads(record.document)["metadata"] if with_metadata else None,
             )
-            if len(result) == limit:
-                break
-        return result
+            for cid, record in sorted(self._data.items())
+            if (user_id is None or record.owner == user_id)
+            and (prefix is None or cid.startswith(prefix))
+        ]
+        if order == "updated":
+            found.sort(key=lambda c: c.updated_at, reverse=True)  # stable: ties by id
+        if after is not None:
+            if order == "id":
+                found = [c for c in found if c.conversation_id > after]
+            else:
+                ids = [c.conversation_id for c in found]
+                found = found[ids.index(after) + 1 :] if after in ids else []
+        return found[:limit]
+
+    async def read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
+        """The shared state of each namespace."""
+        return self._read_shared(namespaces)
+
+    async def write_shared(
+        self, set_shared: dict[str, dict[str, str]], delete_shared: dict[str, list[str]]
+    ) -> None:
+        """Set and delete shared keys (atomic: no await in between)."""
+        self._write_shared(set_shared, delete_shared)
+
+    def _read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
+        return {
+            ns: {key: json.loads(value) for key, value in self._shared.get(ns, {}).items()}
+            for ns in namespaces
+        }
+
+    def _write_shared(
+        self, set_shared: dict[str, dict[str, str]], delete_shared: dict[str, list[str]]
+    ) -> None:
+        for namespace, keys in delete_shared.items():
+            values = self._shared.get(namespace, {})
+            for key in keys:
+                values.pop(key, None)
+        for namespace, new in set_shared.items():
+            self._shared.setdefault(namespace, {}).update(new)
 
 
 def _factory(url: str | None, **options: Any) -> MemoryBackend:

@@ -1,16 +1,25 @@
-"""What every backend over a ``Database`` adapter shares: opening and closing it, and
-the key that names its data."""
+"""What every backend over a ``Database`` adapter shares: opening and closing it, the
+key that names its data, and state shared across conversations (one table,
+``shared_state``, the same for every layout)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from ...core import jsoncodec
 from ...core.backend import Capability
-from .database import Database
+from . import tables
+from .database import Database, Tx
 from .maintenance import SqlMaintenance
-from .statements import statements_for
+from .statements import any_of, statements_for
 
-__all__ = ["DatabaseBackend"]
+__all__ = ["DatabaseBackend", "shared_json", "shared_of"]
 
 
 class DatabaseBackend(SqlMaintenance):
@@ -41,3 +50,103 @@ class DatabaseBackend(SqlMaintenance):
     async def close(self) -> None:
         """Release the connections. Idempotent."""
         await self._db.close()
+
+    # -- shared state ----------------------------------------------------------------
+
+    async def read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
+        """The shared state of each namespace, in one statement."""
+        return await self._db.run(lambda tx: self._read_shared(tx, namespaces), write=False)
+
+    async def write_shared(
+        self, set_shared: dict[str, dict[str, str]], delete_shared: dict[str, list[str]]
+    ) -> None:
+        """Set and delete shared state keys in one transaction."""
+        now = datetime.now(UTC)
+
+        async def body(tx: Tx) -> None:
+            await self._write_shared(tx, set_shared, delete_shared, now)
+
+        await self._db.run(body, write=True)
+
+    async def _read_shared(self, tx: Tx, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
+        statement = self._sql.get(_select_shared)
+        rows = await tx.fetch(statement.sql, self._db.list_param(sorted(namespaces)))
+        return shared_of(rows, namespaces)
+
+    async def _write_shared(
+        self,
+        tx: Tx,
+        set_shared: dict[str, dict[str, str]],
+        delete_shared: dict[str, list[str]],
+        now: datetime,
+    ) -> None:
+        """A write plan's shared-state changes, in the caller's transaction."""
+        db = self._db
+        for namespace, keys in delete_shared.items():
+            await tx.execute(
+                self._sql.get(_delete_shared).sql, namespace, db.list_param(sorted(keys))
+            )
+        if set_shared:
+            stamp = db.ts(now)
+            await tx.executemany(
+                self._sql.get(_upsert_shared).sql,
+                [
+                    (namespace, key, value, stamp)
+                    for namespace, values in set_shared.items()
+                    for key, value in values.items()
+                ],
+            )
+
+
+def shared_of(
+    rows: Iterable[Sequence[Any]], namespaces: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """``{namespace: {key: value}}`` of (namespace, key, value JSON text) rows, with
+    every namespace asked for."""
+    shared: dict[str, dict[str, Any]] = {namespace: {} for namespace in sorted(namespaces)}
+    loads = jsoncodec.loads
+    for namespace, key, value in rows:
+        shared[namespace][key] = loads(value)
+    return shared
+
+
+_shared = tables.shared_state
+
+
+def shared_json(dialect: Dialect) -> Any:
+    """A scalar subquery: the shared state of the namespaces bound to parameter
+    ``namespaces`` as JSON text ``[[namespace, key, "<value JSON text>"], ...]``, or
+    NULL (to read it in the statement that reads a conversation)."""
+    s = _shared.c
+    rows: sa.ColumnElement[Any]
+    if dialect.name == "postgresql":
+        rows = sa.cast(
+            sa.func.json_agg(sa.func.json_build_array(s.namespace, s.key, s.value)), sa.Text
+        )
+    else:
+        rows = sa.func.json_group_array(sa.func.json_array(s.namespace, s.key, s.value))
+    return sa.select(rows).where(any_of(s.namespace, "namespaces", dialect)).scalar_subquery()
+
+
+def _select_shared(dialect: Dialect) -> sa.Select[Any]:
+    """Parameters: the namespaces (``list_param``)."""
+    s = _shared.c
+    return sa.select(s.namespace, s.key, s.value).where(any_of(s.namespace, "namespaces", dialect))
+
+
+def _delete_shared(dialect: Dialect) -> sa.Delete:
+    """Parameters: namespace, the keys (``list_param``)."""
+    s = _shared.c
+    return sa.delete(_shared).where(
+        s.namespace == sa.bindparam("namespace"), any_of(s.key, "keys", dialect)
+    )
+
+
+def _upsert_shared(dialect: Dialect) -> Any:
+    """Parameters: namespace, key, value, updated_at (the table's order)."""
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = insert(_shared)
+    return statement.on_conflict_do_update(
+        index_elements=[_shared.c.namespace, _shared.c.key],
+        set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+    )

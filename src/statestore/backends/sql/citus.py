@@ -42,6 +42,9 @@ DISTRIBUTION_COLUMN = "conversation_id"
 # point at it).
 ANCHOR = "conversation_states"
 REFERENCE_TABLES = ("alembic_version",)
+# Tables keyed by something else than a conversation, each distributed by its own key in
+# a co-location group of its own.
+OWN_DISTRIBUTION = {"shared_state": "namespace"}
 
 HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 # The Citus tables of the current schema: 'h' hash-distributed, anything else
@@ -72,16 +75,16 @@ def distribute_tables(connection: Connection) -> list[str]:
     for name in tables:
         if name in known or name not in present:
             continue
-        if DISTRIBUTION_COLUMN not in metadata.tables[name].c:
-            raise StateStoreError(
-                f"cannot distribute {name}: it has no {DISTRIBUTION_COLUMN} column"
-            )
-        colocate = "none" if name == ANCHOR else ANCHOR
+        column = OWN_DISTRIBUTION.get(name, DISTRIBUTION_COLUMN)
+        if column not in metadata.tables[name].c:
+            raise StateStoreError(f"cannot distribute {name}: it has no {column} column")
+        colocate = "none" if name == ANCHOR or name in OWN_DISTRIBUTION else ANCHOR
         connection.execute(
             sa.text("SELECT create_distributed_table(:table, :column, colocate_with => :colocate)"),
-            {"table": name, "column": DISTRIBUTION_COLUMN, "colocate": colocate},
+            {"table": name, "column": column, "colocate": colocate},
         )
-        done.append(f"{name}: distributed by {DISTRIBUTION_COLUMN}, co-located with {ANCHOR}")
+        with_whom = "alone" if colocate == "none" and name != ANCHOR else f"with {ANCHOR}"
+        done.append(f"{name}: distributed by {column}, co-located {with_whom}")
     for name in REFERENCE_TABLES:
         if name in known or name not in present:
             continue

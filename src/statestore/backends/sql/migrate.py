@@ -79,7 +79,7 @@ def alembic_config(url: str | None = None, output: io.StringIO | None = None) ->
     return config
 
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest revision in ``migrations/versions``; a new migration sets it
 (tests/test_cli.py checks it against Alembic's own head)."""
 

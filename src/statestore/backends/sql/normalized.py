@@ -26,14 +26,17 @@ from ...core.backend import (
     WriteResult,
 )
 from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
-from ...core.model import ContextItem, Message
+from ...core.model import AgentState, ContextItem, Message
 from ...core.query import LoadOptions
 from . import tables
-from .base import DatabaseBackend
+from .base import DatabaseBackend, shared_json, shared_of
 from .database import Tx
-from .statements import any_of, bulk_insert, cast_type, metadata_json
+from .statements import any_of, bulk_insert, cast_type, metadata_json, prefix_end
 
 __all__ = ["NormalizedBackend"]
+
+# The scalars of a conversation a write creates (``WritePlan.create``) before its own.
+_NEW_SCALARS = {name: getattr(AgentState(), name) for name in SCALARS}
 
 
 class NormalizedBackend(DatabaseBackend):
@@ -50,12 +53,12 @@ class NormalizedBackend(DatabaseBackend):
         self, conversation_id: str, plan: WritePlan, *, user_id: str | None
     ) -> WriteResult:
         """Apply ``plan`` in one transaction (see ``WritePlan``)."""
-        row, first_seq, first_item = await self._write(
+        row, first_seq, first_item, popped = await self._write(
             conversation_id, plan, user_id, plan.expected_version
         )
         version, message_count, _, owner, created_at, updated_at = row
         return WriteResult(
-            version, message_count, owner, created_at, updated_at, first_seq, first_item
+            version, message_count, owner, created_at, updated_at, first_seq, first_item, popped
         )
 
     async def _write(
@@ -64,10 +67,10 @@ class NormalizedBackend(DatabaseBackend):
         plan: WritePlan,
         user_id: str | None,
         expected_version: int | None,
-    ) -> tuple[tuple[Any, ...], int, int]:
+    ) -> tuple[tuple[Any, ...], int, int, list[Message]]:
         """Run ``plan`` in one transaction. Returns (version, message_count,
         next_item_id, owner, created_at, updated_at), the seq of the first appended
-        message and the id of the first added item."""
+        message, the id of the first added item and the popped messages."""
         db = self._db
         now = datetime.now(UTC)
         n_msgs = len(plan.append_messages)
@@ -78,6 +81,7 @@ class NormalizedBackend(DatabaseBackend):
             and plan.truncate_from is None
             and not (plan.add_items or plan.remove_item_ids)
             and not (plan.set_metadata or plan.delete_metadata)
+            and not (plan.pop_messages or plan.set_shared or plan.delete_shared)
         ):
             fast = await db.run(
                 lambda tx: self._append_in_one_statement(
@@ -91,11 +95,13 @@ class NormalizedBackend(DatabaseBackend):
                     (version, message_count, next_item_id, owner, db.ts_out(created_at), now),
                     message_count - n_msgs,
                     next_item_id,
+                    [],
                 )
-            # No row matched: the transaction below finds out why and raises.
+            # No row matched: the transaction below finds out why (and creates the
+            # conversation, or raises).
 
         # A closure run by db.run (SQLite runs it whole in its connection's thread).
-        async def body(tx: Tx) -> tuple[tuple[Any, ...], int, int]:
+        async def body(tx: Tx) -> tuple[tuple[Any, ...], int, int, list[Message]]:
             row, created = await self._claim_state_row(
                 tx, conversation_id, plan, user_id, expected_version, now
             )
@@ -103,6 +109,7 @@ class NormalizedBackend(DatabaseBackend):
             first_seq = message_count - n_msgs
             first_item = next_item_id - n_items
             sql = self._sql
+            popped: list[Message] = []
             if plan.replace and not created:
                 for table in (_messages_table, _items, _metadata):
                     await tx.execute(sql.get(_delete_all_of, table.name).sql, conversation_id)
@@ -110,6 +117,9 @@ class NormalizedBackend(DatabaseBackend):
                 await tx.execute(
                     sql.get(_delete_messages_from).sql, conversation_id, plan.truncate_from
                 )
+            elif plan.pop_messages and not created:
+                rows = await tx.fetch(sql.get(_pop_messages).sql, conversation_id, first_seq)
+                popped = self._messages(sorted(rows, key=lambda r: r[0]))
             if plan.append_messages:
                 stamps = db.ts_many([m.timestamp for m in plan.append_messages])
                 dumps = jsoncodec.dumps
@@ -126,6 +136,7 @@ class NormalizedBackend(DatabaseBackend):
                             m.tool_name,
                             stamps[i],
                             dumps(m.metadata) if m.metadata else "{}",
+                            None if m.payload is None else dumps(m.payload),
                         )
                         for i, m in enumerate(plan.append_messages)
                     ],
@@ -166,14 +177,18 @@ class NormalizedBackend(DatabaseBackend):
                     sql.get(_upsert_metadata).sql,
                     [(conversation_id, key, value) for key, value in plan.set_metadata.items()],
                 )
-            return (version, message_count, next_item_id, owner, created_at), first_seq, first_item
+            if plan.set_shared or plan.delete_shared:
+                await self._write_shared(tx, plan.set_shared, plan.delete_shared, now)
+            row = (version, message_count, next_item_id, owner, created_at)
+            return row, first_seq, first_item, popped
 
-        result, first_seq, first_item = await db.run(body, write=True)
+        result, first_seq, first_item, popped = await db.run(body, write=True)
         version, message_count, next_item_id, owner, created_at = result
         return (
             (version, message_count, next_item_id, owner, db.ts_out(created_at), now),
             first_seq,
             first_item,
+            popped,
         )
 
     async def _insert(self, tx: Tx, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
@@ -197,12 +212,14 @@ class NormalizedBackend(DatabaseBackend):
         next_item_id, owner, created_at) and whether it was created. Raises
         ConversationNotFound or VersionConflict, which roll the transaction back."""
         # Most replacing saves create: try that first (one statement where UPDATE-miss,
-        # probe, INSERT take three). A second pass happens only when a concurrent writer
-        # created or deleted the row between our statements.
-        can_create = plan.replace and expected_version in (None, 0)
+        # probe, INSERT take three). Most writes that may create (``plan.create``) find
+        # the conversation: they try the UPDATE first. Another pass happens only when a
+        # concurrent writer created or deleted the row between our statements.
+        can_create = (plan.replace or plan.create) and expected_version in (None, 0)
+        insert_first = can_create and plan.replace
         version = 0
-        for _ in range(2):
-            if can_create:
+        for _ in range(3):
+            if insert_first:
                 insert = self._sql.get(_insert_state)
                 values = dict(
                     zip(SCALARS, self._scalar_values(plan), strict=True),
@@ -223,7 +240,8 @@ class NormalizedBackend(DatabaseBackend):
             probe = await tx.fetchrow(self._sql.get(_probe_state).sql, conversation_id)
             if probe is None:
                 if can_create:
-                    continue  # deleted since our INSERT found it: create it again
+                    insert_first = True  # missing (or deleted since our INSERT found it)
+                    continue
                 raise ConversationNotFound(conversation_id)
             version, owner = probe
             if owner is not None and user_id is not None and owner != user_id:
@@ -236,7 +254,8 @@ class NormalizedBackend(DatabaseBackend):
         raise VersionConflict(conversation_id, stale, version)
 
     def _scalar_values(self, plan: WritePlan) -> list[Any]:
-        s = plan.scalars
+        """The scalars of a state row the plan creates."""
+        s = plan.scalars if plan.replace else {**_NEW_SCALARS, **plan.scalars}
         return [
             s["user_input"],
             jsoncodec.dumps(s["focus_areas"]),
@@ -282,6 +301,10 @@ class NormalizedBackend(DatabaseBackend):
         elif plan.truncate_from is not None:
             count = "set"
             values["set_message_count"] = plan.truncate_from + n_msgs
+        elif plan.pop_messages:
+            count = "pop"
+            values["n_pop"] = plan.pop_messages
+            values["n_messages"] = n_msgs
         elif n_msgs:
             count = "add"
             values["n_messages"] = n_msgs
@@ -331,6 +354,7 @@ class NormalizedBackend(DatabaseBackend):
                 new_tool_name=m.tool_name,
                 new_created_at=m.timestamp,
                 new_metadata=metadata[0],
+                new_payload=None if m.payload is None else dumps(m.payload),
             )
         else:
             values.update(
@@ -340,6 +364,7 @@ class NormalizedBackend(DatabaseBackend):
                 new_tool_name=[m.tool_name for m in msgs],
                 new_created_at=[m.timestamp for m in msgs],
                 new_metadata=metadata,
+                new_payload=[None if m.payload is None else dumps(m.payload) for m in msgs],
             )
         statement = self._sql.get(_append_messages, one, *shape)
         return await tx.fetchrow(statement.sql, *statement.args(values))
@@ -360,7 +385,7 @@ class NormalizedBackend(DatabaseBackend):
                 focus_areas = jsoncodec.loads(row[2])
                 messages = self._messages(message_rows)
                 items = await self._load_items(tx, conversation_id, options, focus_areas)
-                return self._view(row, focus_areas, messages, items)
+                return self._view(row, focus_areas, messages, items, options.shared)
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptState(conversation_id, str(exc)) from exc
 
@@ -372,9 +397,12 @@ class NormalizedBackend(DatabaseBackend):
         focus_areas: Any,
         messages: list[Message],
         items: list[ContextItem],
+        namespaces: frozenset[str] | None,
     ) -> StoredView:
         db = self._db
-        metadata = {key: jsoncodec.loads(value) for key, value in jsoncodec.loads(row[9] or "[]")}
+        loads = jsoncodec.loads
+        metadata = {key: loads(value) for key, value in loads(row[9] or "[]")}
+        shared = {} if namespaces is None else shared_of(loads(row[10] or "[]"), namespaces)
         # Shapes a hand edit could break: checked, so the error names the conversation.
         if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
             raise ValueError("focus_areas is not a list of strings")
@@ -393,6 +421,7 @@ class NormalizedBackend(DatabaseBackend):
             messages=messages,
             items=items,
             metadata=metadata,
+            shared=shared,
         )
 
     async def _state_and_messages(
@@ -410,15 +439,21 @@ class NormalizedBackend(DatabaseBackend):
         statements are faster than the UNION's sort."""
         db = self._db
         owned = user_id is not None
+        shared = options.shared is not None
         by_types = options.message_types is not None
         by_tool = options.tool_name is not None
+        since = options.messages_since is not None
         values: dict[str, Any] = {"conversation_id": conversation_id, "user_id": user_id}
+        if shared:
+            values["namespaces"] = db.list_param(sorted(options.shared or ()))
+        if since:
+            values["since"] = db.ts(options.messages_since)  # type: ignore[arg-type]
         if by_types:
             values["message_types"] = db.list_param(sorted(options.message_types or ()))
         values["tool_name"] = options.tool_name
         values["last_messages"] = options.last_messages
         if not (db.statements_are_round_trips and options.last_messages is not None):
-            statement = self._sql.get(_state_select, owned)
+            statement = self._sql.get(_state_select, owned, shared)
             row = await tx.fetchrow(statement.sql, *statement.args(values))
             if row is None:
                 return None
@@ -426,16 +461,16 @@ class NormalizedBackend(DatabaseBackend):
                 return row, []
             values["message_count"] = row[6]
             window = options.last_messages is not None
-            statement = self._sql.get(_messages_select, by_types, by_tool, window)
+            statement = self._sql.get(_messages_select, by_types, by_tool, since, window)
             rows = await tx.fetch(statement.sql, *statement.args(values))
             if window:
                 rows.reverse()  # the window came newest first
             return row, rows
         if options.last_messages == 0:
-            statement = self._sql.get(_state_select, owned)
+            statement = self._sql.get(_state_select, owned, shared)
             row = await tx.fetchrow(statement.sql, *statement.args(values))
             return None if row is None else (row, [])
-        statement = self._sql.get(_state_and_window, owned, by_types, by_tool)
+        statement = self._sql.get(_state_and_window, owned, shared, by_types, by_tool, since)
         rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
@@ -446,7 +481,7 @@ class NormalizedBackend(DatabaseBackend):
         loads = jsoncodec.loads
         messages = []
         for row in rows:
-            seq, role, content, message_type, tool_name, created_at, meta = row[:_STATE_AT]
+            seq, role, content, message_type, tool_name, created_at, meta, payload = row[:_STATE_AT]
             metadata = {} if meta == "{}" else loads(meta)
             if type(metadata) is not dict:
                 raise ValueError(f"message {seq}: metadata is not a JSON object")
@@ -460,6 +495,7 @@ class NormalizedBackend(DatabaseBackend):
                     metadata,
                     seq,
                     True,  # validated: checked when it was saved
+                    None if payload is None else loads(payload),
                 )
             )
         return messages
@@ -520,14 +556,47 @@ class NormalizedBackend(DatabaseBackend):
         return deleted > 0
 
     async def list_conversations(
-        self, *, user_id: str | None, limit: int, after: str | None
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        after: str | None,
+        prefix: str | None,
+        order: str,
+        with_metadata: bool,
     ) -> list[ConversationInfo]:
-        """Conversations ordered by id (see ``StorageBackend.list_conversations``)."""
-        statement = self._sql.get(_list_states, user_id is not None, after is not None)
-        args = statement.args({"user_id": user_id, "after": after, "limit": limit})
+        """One page of conversations (see ``StorageBackend.list_conversations``), in
+        one statement."""
+        end = None if prefix is None else prefix_end(prefix)
+        statement = self._sql.get(
+            _list_states,
+            user_id is not None,
+            after is not None,
+            prefix is not None,
+            end is not None,
+            order,
+            with_metadata,
+        )
+        values = {"user_id": user_id, "after": after, "limit": limit, "prefix": prefix}
+        values["prefix_end"] = end
+        args = statement.args(values)
         rows = await self._db.run(lambda tx: tx.fetch(statement.sql, *args), write=False)
         ts_out = self._db.ts_out
-        return [ConversationInfo(r[0], r[1], r[2], r[3], ts_out(r[4]), ts_out(r[5])) for r in rows]
+        loads = jsoncodec.loads
+        return [
+            ConversationInfo(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                ts_out(r[4]),
+                ts_out(r[5]),
+                {key: loads(value) for key, value in loads(r[6] or "[]")}
+                if with_metadata
+                else None,
+            )
+            for r in rows
+        ]
 
 
 # -- statement builders (compiled once per dialect and shape: see statements.py) ------
@@ -547,8 +616,20 @@ def _delete_state(dialect: Dialect, owned: bool) -> sa.Delete:
     return statement.where(_owned_by(_states)) if owned else statement
 
 
-def _list_states(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]:
+def _list_states(
+    dialect: Dialect,
+    by_user: bool,
+    after: bool,
+    by_prefix: bool,
+    bounded: bool,
+    order: str,
+    with_metadata: bool,
+) -> sa.Select[Any]:
+    """One page of conversations: ids in ``[prefix, prefix_end)`` (no end unless
+    ``bounded``), in id order or newest update first; after the conversation
+    ``after``."""
     s = _states
+    metadata: Any = metadata_json(s.c.conversation_id, dialect) if with_metadata else sa.null()
     statement = sa.select(
         s.c.conversation_id,
         s.c.user_id,
@@ -556,12 +637,34 @@ def _list_states(dialect: Dialect, by_user: bool, after: bool) -> sa.Select[Any]
         s.c.message_count,
         s.c.created_at,
         s.c.updated_at,
+        metadata,
     )
     if by_user:
         statement = statement.where(s.c.user_id == sa.bindparam("user_id"))
+    if by_prefix:
+        statement = statement.where(s.c.conversation_id >= sa.bindparam("prefix"))
+        if bounded:
+            statement = statement.where(s.c.conversation_id < sa.bindparam("prefix_end"))
+    if order == "id":
+        if after:
+            statement = statement.where(s.c.conversation_id > sa.bindparam("after"))
+        return statement.order_by(s.c.conversation_id).limit(sa.bindparam("limit"))
     if after:
-        statement = statement.where(s.c.conversation_id > sa.bindparam("after"))
-    return statement.order_by(s.c.conversation_id).limit(sa.bindparam("limit"))
+        cursor = _states.alias("cursor")
+        at = (
+            sa.select(cursor.c.updated_at)
+            .where(cursor.c.conversation_id == sa.bindparam("after"))
+            .scalar_subquery()
+        )
+        statement = statement.where(
+            sa.or_(
+                s.c.updated_at < at,
+                sa.and_(s.c.updated_at == at, s.c.conversation_id > sa.bindparam("after")),
+            )
+        )
+    return statement.order_by(s.c.updated_at.desc(), s.c.conversation_id).limit(
+        sa.bindparam("limit")
+    )
 
 
 _messages_table = tables.conversation_messages
@@ -589,17 +692,24 @@ _STATE_COLUMNS = tuple(
 _STATE_AT = len(_MESSAGE_COLUMNS)
 
 
-def _state_select(dialect: Dialect, owned: bool) -> sa.Select[Any]:
-    """The state row of conversation ``conversation_id`` and its metadata."""
+def _state_select(dialect: Dialect, owned: bool, shared: bool) -> sa.Select[Any]:
+    """The state row of conversation ``conversation_id``, its metadata and, if
+    ``shared``, the shared state of the ``namespaces``."""
     conversation_id: sa.BindParameter[str] = sa.bindparam("conversation_id")
-    statement = sa.select(
-        *_STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")
-    ).where(_states.c.conversation_id == conversation_id)
+    columns = [*_STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")]
+    if shared:
+        columns.append(shared_json(dialect).label("shared"))
+    statement = sa.select(*columns).where(_states.c.conversation_id == conversation_id)
     return statement.where(_owned_by(_states)) if owned else statement
 
 
 def _messages_of(
-    dialect: Dialect, count: sa.ColumnElement[Any], by_types: bool, by_tool: bool, window: bool
+    dialect: Dialect,
+    count: sa.ColumnElement[Any],
+    by_types: bool,
+    by_tool: bool,
+    since: bool,
+    window: bool,
 ) -> sa.Select[Any]:
     """The messages among the first ``count`` of conversation ``conversation_id``
     that the options ask for: in seq order, or the window newest first."""
@@ -611,27 +721,29 @@ def _messages_of(
         statement = statement.where(any_of(m.c.message_type, "message_types", dialect))
     if by_tool:
         statement = statement.where(m.c.tool_name == sa.bindparam("tool_name"))
+    if since:
+        statement = statement.where(m.c.created_at >= sa.bindparam("since"))
     if window:
         return statement.order_by(m.c.seq.desc()).limit(sa.bindparam("last_messages"))
     return statement.order_by(m.c.seq)
 
 
 def _messages_select(
-    dialect: Dialect, by_types: bool, by_tool: bool, window: bool
+    dialect: Dialect, by_types: bool, by_tool: bool, since: bool, window: bool
 ) -> sa.Select[Any]:
     count = sa.bindparam("message_count", type_=sa.BigInteger)
-    return _messages_of(dialect, count, by_types, by_tool, window)
+    return _messages_of(dialect, count, by_types, by_tool, since, window)
 
 
 def _state_and_window(
-    dialect: Dialect, owned: bool, by_types: bool, by_tool: bool
+    dialect: Dialect, owned: bool, shared: bool, by_types: bool, by_tool: bool, since: bool
 ) -> ClauseElement:
     """The state row and a window of messages in one statement: a UNION of the state
     row (message columns NULL, sorted first) and the window's rows (state columns
     NULL), the window bounded by the state row's message_count."""
-    state = _state_select(dialect, owned).cte("s")
+    state = _state_select(dialect, owned, shared).cte("s")
     count = sa.select(state.c.message_count).scalar_subquery()
-    window = _messages_of(dialect, count, by_types, by_tool, True).subquery("w")
+    window = _messages_of(dialect, count, by_types, by_tool, since, True).subquery("w")
     no_message = [sa.null()] * _STATE_AT
     no_state = [sa.null()] * len(state.c)
     return sa.union_all(sa.select(*no_message, *state.c), sa.select(*window.c, *no_state)).order_by(
@@ -696,6 +808,17 @@ def _delete_messages_from(dialect: Dialect) -> sa.Delete:
     """Parameters: conversation_id, the first seq to delete."""
     m = _messages_table
     return sa.delete(m).where(_of_conversation(m), m.c.seq >= sa.bindparam("truncate_from"))
+
+
+def _pop_messages(dialect: Dialect) -> Any:
+    """Parameters: conversation_id, the first seq to remove; RETURNING the removed
+    messages as loaded."""
+    m = _messages_table
+    return (
+        sa.delete(m)
+        .where(_of_conversation(m), m.c.seq >= sa.bindparam("pop_from"))
+        .returning(*_MESSAGE_COLUMNS)
+    )
 
 
 def _delete_items(dialect: Dialect) -> sa.Delete:
@@ -774,6 +897,10 @@ def _update_state(
         values["message_count"] = sa.bindparam("set_message_count")
     elif count == "add":
         values["message_count"] = s.c.message_count + sa.bindparam("n_messages")
+    elif count == "pop":
+        n_pop = sa.bindparam("n_pop", type_=sa.BigInteger)
+        kept = sa.case((s.c.message_count > n_pop, s.c.message_count - n_pop), else_=0)
+        values["message_count"] = kept + sa.bindparam("n_messages", type_=sa.BigInteger)
     if add_items:
         values["next_item_id"] = s.c.next_item_id + sa.bindparam("n_items")
     for name in scalars:

@@ -31,6 +31,7 @@ __all__ = [
     "cast_type",
     "dialect_for",
     "metadata_json",
+    "prefix_end",
     "statements_for",
 ]
 
@@ -116,11 +117,11 @@ def any_of(column: sa.ColumnElement[Any], name: str, dialect: Dialect) -> sa.Col
     return column.in_(values.scalar_subquery())
 
 
-def metadata_json(conversation_id: sa.BindParameter[Any], dialect: Dialect) -> Any:
+def metadata_json(conversation_id: sa.ColumnElement[Any], dialect: Dialect) -> Any:
     """A scalar subquery: one conversation's metadata as JSON text
-    ``[[key, "<value JSON text>"], ...]``, or NULL. It compares ``conversation_id`` to
-    the parameter, not to the outer row: Citus routes a statement to one shard only
-    if every table reference names the id."""
+    ``[[key, "<value JSON text>"], ...]``, or NULL. Reading one conversation, give it
+    the parameter, not the outer row's column: Citus routes a statement to one shard
+    only if every table reference names the id. (A listing gives the outer column.)"""
     m = tables.memory_metadata
     rows: sa.ColumnElement[Any]
     if dialect.name == "postgresql":
@@ -163,3 +164,16 @@ def bulk_insert(dialect: Dialect, table: str) -> ClauseElement:
         for column in target.c
     ]
     return sa.insert(target).from_select([c.name for c in target.c], sa.select(*arrays))
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string after every string that starts with ``prefix``, in code-point
+    order (how ids sort on both engines), or None if there is none: ids starting with
+    ``prefix`` are exactly those in ``[prefix, prefix_end)``, an index range."""
+    for i in range(len(prefix) - 1, -1, -1):
+        point = ord(prefix[i]) + 1
+        if point == 0xD800:  # surrogates are not text
+            point = 0xE000
+        if point <= 0x10FFFF:
+            return prefix[:i] + chr(point)
+    return None

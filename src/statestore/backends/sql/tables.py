@@ -20,6 +20,7 @@ __all__ = [
     "memory_context_items",
     "memory_metadata",
     "memory_chunks",
+    "shared_state",
 ]
 
 NAMING_CONVENTION = {
@@ -78,6 +79,10 @@ conversation_messages = sa.Table(
     sa.Column("tool_name", sa.Text, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("metadata", Json, nullable=False),
+    # A framework's item kept whole (Message.payload): JSON text, not JSONB, on both
+    # engines: returned byte for byte, and a NUL in it is the escape \u0000, which
+    # JSONB refuses.
+    sa.Column("payload", sa.Text, nullable=True),
 )
 
 memory_context_items = sa.Table(
@@ -123,4 +128,16 @@ memory_chunks = sa.Table(
     sa.Column("embedding", sa.Text, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index(None, "conversation_id", "id"),
+)
+
+# State shared across conversations (per app, per user, ...): keyed by namespace, not
+# by conversation, so Citus distributes it by namespace. Values are JSON text, like
+# message payloads (NUL allowed).
+shared_state = sa.Table(
+    "shared_state",
+    metadata,
+    sa.Column("namespace", Id, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
 )

@@ -20,5 +20,6 @@ from .hostile import *  # noqa: F403
 from .loading import *  # noqa: F403
 from .observe import *  # noqa: F403
 from .roundtrip import *  # noqa: F403
+from .sessions import *  # noqa: F403
 from .versions import *  # noqa: F403
 from .writes import *  # noqa: F403
