@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import (
@@ -71,9 +71,11 @@ from statestore import (
     Message,
     StatePatch,
     Store,
-    SyncStore,
     ValidationError,
 )
+
+if TYPE_CHECKING:
+    from statestore import SyncStore
 
 __all__ = ["StatestoreChatMessageHistory"]
 
@@ -116,14 +118,16 @@ class StatestoreChatMessageHistory(BaseChatMessageHistory):
     conversation gives ``[]``; ``aclear`` deletes the conversation.
     """
 
-    def __init__(self, session_id: str, store: Store | SyncStore, *, user_id: str | None = None):
+    def __init__(
+        self, session_id: str, store: Store | SyncStore, *, user_id: str | None = None
+    ) -> None:
         super().__init__()
-        if isinstance(store, SyncStore):
-            self._sync: SyncStore | None = store
-            self._store: Store = store.store
-        elif isinstance(store, Store):
-            self._sync = None
-            self._store = store
+        if isinstance(store, Store):
+            self._sync: SyncStore | None = None
+            self._store: Store = store
+        elif isinstance(getattr(store, "store", None), Store):  # a SyncStore
+            self._sync = store
+            self._store = store.store
         else:
             raise TypeError(
                 f"store must be a statestore Store or SyncStore, not {type(store).__name__}"
@@ -229,24 +233,27 @@ def _stored(message: BaseMessage, field: str) -> Message:
             f"{type(message).__name__} is not one of LangChain's message classes, so it "
             "could not be read back as itself",
         )
-    if isinstance(message, ChatMessage | ChatMessageChunk) and _valid_role(message.role):
+    if isinstance(message, ChatMessage | ChatMessageChunk) and _accepted(role=message.role):
         role = message.role
-    payload = message_to_dict(message)
+    tool_name = _tool_name(message)
+    if tool_name is not None and not _accepted(tool_name=tool_name):
+        tool_name = None  # e.g. a NUL in it: the payload keeps it, the column cannot
     try:
         return Message(
             role=role,
             content="",
             message_type=message.type,
-            tool_name=_tool_name(message),
-            payload=payload,
+            tool_name=tool_name,
+            payload=message_to_dict(message),
         )
     except ValidationError as exc:
         raise ValidationError(f"{field}.{exc.field}", exc.reason) from None
 
 
-def _valid_role(role: str) -> bool:
+def _accepted(**fields: Any) -> bool:
+    """Whether a statestore Message accepts these values (role, tool_name)."""
     try:
-        Message(role=role, content="")
+        Message(**{"role": "user", "content": "", **fields})
     except ValidationError:
         return False
     return True
@@ -255,15 +262,11 @@ def _valid_role(role: str) -> bool:
 def _tool_name(message: BaseMessage) -> str | None:
     """The tool a message is about, when it is about one tool."""
     if isinstance(message, ToolMessage | FunctionMessage):
-        name = message.name
-    elif isinstance(message, AIMessage) and message.tool_calls:
+        return message.name
+    if isinstance(message, AIMessage) and message.tool_calls:
         names = {call["name"] for call in message.tool_calls}
-        name = names.pop() if len(names) == 1 else None
-    else:
-        name = None
-    if name is None or "\x00" in name:
-        return None
-    return name
+        return names.pop() if len(names) == 1 else None
+    return None
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -273,6 +276,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:
         return asyncio.run(coro)
     with ThreadPoolExecutor(1, thread_name_prefix="statestore-langchain") as pool:
         return pool.submit(asyncio.run, coro).result()

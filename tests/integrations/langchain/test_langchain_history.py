@@ -17,6 +17,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     ChatMessage,
     HumanMessage,
@@ -295,7 +296,9 @@ def _chain(
     )
 
 
-def _check_remembered(inputs: _ModelInputs, stored: list[BaseMessage]) -> None:
+def _check_remembered(
+    inputs: _ModelInputs, stored: list[BaseMessage], reply: type[BaseMessage] = AIMessage
+) -> None:
     assert [m.content for m in inputs.calls[0]] == ["You are terse.", "I am Ada."]
     assert [m.content for m in inputs.calls[1]] == [
         "You are terse.",
@@ -305,9 +308,9 @@ def _check_remembered(inputs: _ModelInputs, stored: list[BaseMessage]) -> None:
     ]
     assert [(type(m), m.content) for m in stored] == [
         (HumanMessage, "I am Ada."),
-        (AIMessage, "Hello Ada."),
+        (reply, "Hello Ada."),
         (HumanMessage, "Who am I?"),
-        (AIMessage, "You are Ada."),
+        (reply, "You are Ada."),
     ]
     assert isinstance(stored[1], AIMessage) and stored[1].id is not None
 
@@ -354,7 +357,8 @@ def test_runnable_with_message_history_sync_over_async_store(
 
 
 async def test_runnable_with_message_history_streams(store: statestore.Store) -> None:
-    """astream twice: the streamed reply is stored whole and remembered."""
+    """astream twice: the streamed reply is stored whole (the chunks added up, an
+    AIMessageChunk) and remembered."""
     session = _session()
     chain = _chain(lambda session_id: StatestoreChatMessageHistory(session_id, store))
     inputs = _ModelInputs()
@@ -362,4 +366,5 @@ async def test_runnable_with_message_history_streams(store: statestore.Store) ->
     for question in ("I am Ada.", "Who am I?"):
         chunks = [chunk async for chunk in chain.astream({"question": question}, config)]
         assert chunks
-    _check_remembered(inputs, await StatestoreChatMessageHistory(session, store).aget_messages())
+    stored = await StatestoreChatMessageHistory(session, store).aget_messages()
+    _check_remembered(inputs, stored, reply=AIMessageChunk)

@@ -7,7 +7,7 @@ replacing), with the store given as an async ``Store`` and as a ``SyncStore``.
   test (sync, async, streaming, dict and message inputs and outputs, custom config
   fields), all of them.
 - ``tests/unit_tests/chat_history/test_chat_history.py``: the history's async and sync
-  interface. Deselected: ``test_chat_history_deprecated[history_class1]``, which
+  interface. Deselected: ``test_chat_history_deprecated[StoreBackedHistory]``, which
   checks that the in-memory class's docstring announces its deprecation (a fact about
   that class's documentation, not about behaviour).
 
@@ -45,7 +45,7 @@ DESELECTED = {
     # It asserts that InMemoryChatMessageHistory.__doc__ announces the deprecation:
     # documentation of the in-memory class, not behaviour of a history.
     "tests/unit_tests/chat_history/test_chat_history.py::test_chat_history_deprecated"
-    "[history_class1]",
+    "[StoreBackedHistory]",
 }
 # test_history.py of langchain-core 1.8.3 has 23 tests; each must run and pass, so
 # none may vanish unnoticed (a later release may add more).

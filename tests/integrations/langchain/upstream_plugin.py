@@ -60,7 +60,7 @@ def pytest_configure(config: Any) -> None:
 
 
 def pytest_unconfigure(config: Any) -> None:
-    if isinstance(_store, statestore.SyncStore):
-        _store.close()
-    elif _store is not None:
+    if isinstance(_store, statestore.Store):
         asyncio.run(_store.close())
+    elif _store is not None:
+        _store.close()
