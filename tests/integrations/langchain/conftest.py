@@ -11,6 +11,8 @@ import pytest
 import statestore
 from statestore.testing.plugin import BackendTarget
 
+from .pending import skip_without_any_loop
+
 
 @pytest.fixture(
     params=[
@@ -30,7 +32,6 @@ def sync_store(
     backend_target: BackendTarget, store_url: str | None
 ) -> Iterator[statestore.SyncStore]:
     """An open SyncStore on ``backend_target`` (a fresh database)."""
-    if not hasattr(statestore, "open_store_sync"):
-        pytest.skip("TEMPORARY: open_store_sync is not on main yet")
+    skip_without_any_loop()
     with statestore.open_store_sync(backend_target.backend, url=store_url) as opened:
         yield opened

@@ -36,8 +36,10 @@ from statestore import (
     ValidationError,
 )
 from statestore.integrations.langchain import StatestoreChatMessageHistory
+from statestore.testing.plugin import BackendTarget
 
 from .kinds import KINDS, MESSAGES
+from .pending import skip_without_any_loop
 
 # RunnableWithMessageHistory is what these tests exercise; langchain-core 1.x warns
 # that it is deprecated in favour of LangGraph persistence (still there until 2.0).
@@ -92,9 +94,13 @@ async def test_async_methods_over_a_sync_store(sync_store: statestore.SyncStore)
     assert await history.aget_messages() == []
 
 
-async def test_sync_methods_over_an_async_store(store: statestore.Store) -> None:
+async def test_sync_methods_over_an_async_store(
+    store: statestore.Store, backend_target: BackendTarget
+) -> None:
     """The sync methods work over an async Store, called from a thread with no loop and
     from inside a running loop."""
+    if backend_target.engine == "postgresql":
+        skip_without_any_loop()
     history = StatestoreChatMessageHistory(_session(), store)
     await asyncio.to_thread(history.add_messages, MESSAGES[:3])
     history.add_messages(MESSAGES[3:])  # inside this test's running loop
