@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -374,3 +375,35 @@ async def test_runnable_with_message_history_streams(store: statestore.Store) ->
         assert chunks
     stored = await StatestoreChatMessageHistory(session, store).aget_messages()
     _check_remembered(inputs, stored, reply=AIMessageChunk)
+
+
+# -- the event loop ------------------------------------------------------------------
+
+
+class _BlockingHistory(StatestoreChatMessageHistory):
+    """A history that blocks its caller's event loop: what the check below must catch."""
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        time.sleep(0.001)  # noqa: ASYNC251 (the blocking call the check must catch)
+        return await super().aget_messages()
+
+
+@pytest.mark.parametrize("history", [StatestoreChatMessageHistory, _BlockingHistory])
+async def test_no_blocking_call_on_the_event_loop(
+    store: statestore.Store, history: type[StatestoreChatMessageHistory]
+) -> None:
+    """Under langchain-core's own blocking-call check (blockbuster, as its conftest.py
+    sets it up), ainvoke through the history makes no blocking call on the caller's
+    event loop; a history that does is caught, so the check can fail."""
+    blockbuster = pytest.importorskip("blockbuster", reason="blockbuster is in the dev extra")
+    session = _session()
+    chain = _chain(lambda session_id: history(session_id, store))
+    config = {"configurable": {"session_id": session}}
+    with blockbuster.blockbuster_ctx("langchain_core"):
+        if history is _BlockingHistory:
+            with pytest.raises(blockbuster.BlockingError):
+                await chain.ainvoke({"question": "I am Ada."}, config)
+            return
+        await chain.ainvoke({"question": "I am Ada."}, config)
+        await chain.ainvoke({"question": "Who am I?"}, config)
+    assert len(await history(session, store).aget_messages()) == 4

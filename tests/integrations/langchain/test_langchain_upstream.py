@@ -11,16 +11,21 @@ replacing), with the store given as an async ``Store`` and as a ``SyncStore``.
   checks that the in-memory class's docstring announces its deprecation (a fact about
   that class's documentation, not about behaviour).
 
-Upstream's ``conftest.py`` files are not loaded (``--noconftest``): they add a
-``blockbuster`` fixture that watches langchain-core's own code for blocking calls, a
-``pytest-mock`` fixture the chosen tests do not use, and switch LangSmith tracing
-off, which the environment below does instead. So no test dependency is added.
+Upstream's ``conftest.py`` files are loaded as upstream runs them: every test runs
+inside their ``blockbuster`` fixture, which fails a test when code called from
+LangChain (the history included) makes a blocking call on the event loop. They need
+``blockbuster`` and ``pytest-mock`` (in the dev extra); without them the runs leave
+upstream's conftest out (``--noconftest``, LangSmith tracing switched off through the
+environment instead), and test_langchain_history.py's own blocking-call test shows a
+skip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +57,11 @@ DESELECTED = {
 # none may vanish unnoticed (a later release may add more).
 HISTORY_TESTS = 23
 
+# What langchain-core's tests/unit_tests/conftest.py imports.
+UPSTREAM_CONFTEST = all(
+    importlib.util.find_spec(name) is not None for name in ("blockbuster", "pytest_mock")
+)
+
 INI = """\
 [pytest]
 asyncio_mode = auto
@@ -65,24 +75,30 @@ markers =
 """
 
 
-def _run_upstream(backend: str, url: str, kind: str, tmp_path: Path) -> dict[str, str]:
+def _run_upstream(
+    backend: str, url: str, kind: str, tmp_path: Path
+) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Run the upstream files against ``backend`` at ``url``; return each test's
-    outcome by node id."""
+    outcome and the fixtures it ran with, by node id."""
     root = framework_tests("langchain-core", VERSION)
     ini = tmp_path / "pytest.ini"
     ini.write_text(INI, encoding="utf-8")
     report = tmp_path / "report.xml"
+    fixtures = tmp_path / "fixtures.json"
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("STATESTORE_", "LANGCHAIN_", "LANGSMITH_"))
     }
     env |= {
-        "PYTHONPATH": str(HERE.parents[1]),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])
+        ),
         "LANGSMITH_TRACING": "false",
         "STATESTORE_LANGCHAIN_BACKEND": backend,
         "STATESTORE_LANGCHAIN_URL": url,
         "STATESTORE_LANGCHAIN_STORE": kind,
+        "STATESTORE_LANGCHAIN_FIXTURES": str(fixtures),
     }
     command = [
         sys.executable,
@@ -92,7 +108,7 @@ def _run_upstream(backend: str, url: str, kind: str, tmp_path: Path) -> dict[str
         str(ini),
         "--rootdir",
         str(root),
-        "--noconftest",
+        *([] if UPSTREAM_CONFTEST else ["--noconftest"]),
         "-p",
         "no:cacheprovider",
         "-p",
@@ -109,7 +125,7 @@ def _run_upstream(backend: str, url: str, kind: str, tmp_path: Path) -> dict[str
         node = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
         failed = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
         outcomes[node] = failed[0] if failed else "passed"
-    return outcomes
+    return outcomes, json.loads(fixtures.read_text(encoding="utf-8"))
 
 
 def _conversations(backend: str, url: str) -> list[str]:
@@ -124,7 +140,7 @@ def _conversations(backend: str, url: str) -> list[str]:
 def _check(backend: str, url: str, kind: str, tmp_path: Path) -> None:
     if kind == "sync" or backend == "postgres":
         skip_without_any_loop()
-    outcomes = _run_upstream(backend, url, kind, tmp_path)
+    outcomes, fixtures = _run_upstream(backend, url, kind, tmp_path)
     history = [node for node in outcomes if "test_history.py" in node]
     assert len(history) >= HISTORY_TESTS, sorted(history)
     not_passed = {node: outcome for node, outcome in outcomes.items() if outcome != "passed"}
@@ -132,6 +148,9 @@ def _check(backend: str, url: str, kind: str, tmp_path: Path) -> None:
     assert any("test_in_memory_history_initialization" in node for node in outcomes)
     # The histories the tests used were ours: their conversations are in the database.
     assert len(_conversations(backend, url)) >= HISTORY_TESTS
+    assert fixtures.keys() == outcomes.keys()
+    if UPSTREAM_CONFTEST:
+        assert all("blockbuster" in names for names in fixtures.values())
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])

@@ -5,12 +5,15 @@ test_langchain_upstream.py: ``InMemoryChatMessageHistory`` becomes a
 Set by the caller: ``STATESTORE_LANGCHAIN_BACKEND`` and ``STATESTORE_LANGCHAIN_URL``
 (the store), ``STATESTORE_LANGCHAIN_STORE`` (``async``: a ``Store`` opened on a loop
 of its own, so every test uses it from other loops and threads; ``sync``: a
-``SyncStore``).
+``SyncStore``), ``STATESTORE_LANGCHAIN_FIXTURES`` (a file this plugin writes: the
+fixtures each test ran with, as JSON, so the caller can check upstream's own
+fixtures were in force).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import Sequence
@@ -24,7 +27,8 @@ from statestore.integrations.langchain import StatestoreChatMessageHistory
 
 PREFIX = "upstream-"
 
-_store: statestore.Store | statestore.SyncStore | None = None
+_store: statestore.Store | Any = None
+_fixtures: dict[str, list[str]] = {}
 
 
 class StoreBackedHistory(StatestoreChatMessageHistory):
@@ -59,7 +63,13 @@ def pytest_configure(config: Any) -> None:
     langchain_core.chat_history.InMemoryChatMessageHistory = StoreBackedHistory  # type: ignore[misc]
 
 
+def pytest_runtest_setup(item: Any) -> None:
+    _fixtures[item.nodeid] = list(item.fixturenames)
+
+
 def pytest_unconfigure(config: Any) -> None:
+    with open(os.environ["STATESTORE_LANGCHAIN_FIXTURES"], "w", encoding="utf-8") as out:
+        json.dump(_fixtures, out)
     if isinstance(_store, statestore.Store):
         asyncio.run(_store.close())
     elif _store is not None:
