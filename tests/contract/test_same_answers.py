@@ -42,6 +42,12 @@ async def _script(store: Store, cid: str) -> None:
     filtered.conversation_history.append(message(42, message_type="error"))
     filtered.metadata.pop("n")
     await store.save_state(cid, filtered)
+    framework_items = [
+        message(50 + i, role="developer", content="", payload={"i": i, "text": "a\x00b"})
+        for i in range(3)
+    ]
+    await store.update_state(cid, StatePatch(append_messages=framework_items), create=True)
+    await store.pop_messages(cid, 2)
 
 
 def _answer(state: AgentState, stable_ids: bool) -> dict[str, Any]:
@@ -76,7 +82,9 @@ async def test_every_backend_gives_the_same_answers(postgres_url: str, tmp_path:
             ]
     reference_id = "sqlite"
     reference = answers.pop(reference_id)
-    assert reference[0]["document"]["conversation_history"][-1]["content"] == "message 42"
+    *_, last_text, last = reference[0]["document"]["conversation_history"]
+    assert last_text["content"] == "message 42"
+    assert last["payload"] == {"i": 0, "text": "a\x00b"}  # two of three popped
     for target_id, got in answers.items():
         for options, mine, theirs in zip(
             MESSAGE_OPTIONS + CONTEXT_OPTIONS, got, reference, strict=True

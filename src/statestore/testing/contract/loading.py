@@ -4,13 +4,15 @@ state, on every backend; windows report which part of the history they hold."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from ...core.errors import ValidationError
 from ...core.model import AgentState
 from ...core.query import LoadOptions
 from ...core.store import Store
-from ._support import ContractTest, item, message, new_id, rich_state
+from ._support import T0, ContractTest, item, message, new_id, rich_state
 
 __all__ = ["TestLoadOptions"]
 
@@ -31,6 +33,11 @@ MESSAGE_OPTIONS = [
     LoadOptions(tool_name="search", last_messages=1),
     LoadOptions(message_types=frozenset({"text", "error"}), last_messages=3),
     LoadOptions(message_types=frozenset({"error"}), last_messages=0),
+    LoadOptions(messages_since=T0 + timedelta(seconds=10)),
+    LoadOptions(messages_since=T0 + timedelta(seconds=10), last_messages=4),
+    LoadOptions(messages_since=T0 + timedelta(seconds=7), tool_name="search"),
+    LoadOptions(messages_since=T0 + timedelta(days=365)),
+    LoadOptions(messages_since=T0 - timedelta(days=1), last_messages=2),
 ]
 
 CONTEXT_OPTIONS = [
