@@ -1,6 +1,7 @@
-"""The adapter's own tests run on a fresh SQLite file and a fresh PostgreSQL database
-(the ``store`` fixture of statestore.testing.plugin, narrowed to these two), with the
-store handed over as an async ``Store`` and as a ``SyncStore``."""
+"""The adapter's own tests run on every registered backend (the ``store`` fixture of
+statestore.testing.plugin: SQLite, PostgreSQL, legacy-blob and dual on both, the
+example memory backend), with the store handed over as an async ``Store`` and as a
+``SyncStore``."""
 
 from __future__ import annotations
 
@@ -12,19 +13,6 @@ import statestore
 from statestore.testing.plugin import BackendTarget
 
 from .pending import skip_without_any_loop
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(BackendTarget("sqlite", "sqlite"), id="sqlite"),
-        pytest.param(
-            BackendTarget("postgres", "postgresql"), id="postgres", marks=pytest.mark.postgres
-        ),
-    ]
-)
-def backend_target(request: pytest.FixtureRequest) -> BackendTarget:
-    target: BackendTarget = request.param
-    return target
 
 
 @pytest.fixture
