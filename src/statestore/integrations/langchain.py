@@ -74,6 +74,10 @@ from statestore import (
     ValidationError,
 )
 
+__all__ = ["StatestoreChatMessageHistory"]
+
+T = TypeVar("T")
+
 
 class _SyncStore(Protocol):
     """What this module uses of a ``statestore.SyncStore`` (``open_store_sync()``): the
@@ -96,10 +100,6 @@ class _SyncStore(Protocol):
 
     def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool: ...
 
-
-__all__ = ["StatestoreChatMessageHistory"]
-
-T = TypeVar("T")
 
 # The role each LangChain class is stored under (ChatMessage: its own role).
 _ROLES: dict[type[BaseMessage], str] = {
