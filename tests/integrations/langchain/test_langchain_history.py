@@ -120,6 +120,23 @@ def test_sync_methods_over_an_async_store_from_plain_code(sync_store: statestore
     assert history.messages == []
 
 
+async def test_concurrent_first_appends_are_all_kept(store: statestore.Store) -> None:
+    """Concurrent aadd_messages to a session that does not exist yet: one creates it,
+    none is lost, each call's messages stay together."""
+    session = _session()
+
+    async def add(n: int) -> None:
+        await StatestoreChatMessageHistory(session, store).aadd_messages(
+            [HumanMessage(f"q{n}"), AIMessage(f"a{n}")]
+        )
+
+    await asyncio.gather(*(add(n) for n in range(10)))
+    got = await StatestoreChatMessageHistory(session, store).aget_messages()
+    pairs = [(got[i].content, got[i + 1].content) for i in range(0, len(got), 2)]
+    assert sorted(pairs) == sorted((f"q{n}", f"a{n}") for n in range(10))
+    assert (await store.load_state(session)).version == 10
+
+
 def test_many_threads_append_to_one_history(sync_store: statestore.SyncStore) -> None:
     """Appends from several threads at once are all kept, each call's messages together."""
     session = _session()
