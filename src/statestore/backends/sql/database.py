@@ -1,6 +1,6 @@
 """The small driver interface the SQL backends are written against.
 
-The SQL comes from ``statements.py``, compiled for the adapter's ``dialect``. Each
+The SQL comes from ``statements.py``, compiled for the adapter's ``engine``. Each
 adapter says how its engine differs in what the driver takes: timestamps, list
 parameters, bulk inserts.
 """
@@ -11,8 +11,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
-
-from sqlalchemy.engine import Dialect
 
 __all__ = ["Database", "Tx"]
 
@@ -42,9 +40,8 @@ class Tx(Protocol):
 class Database(Protocol):
     """A connected database of one engine."""
 
-    engine: str  # "sqlite" or "postgresql"
-    dialect: Dialect
-    """What the statements are compiled for (``statements.dialect_for(engine)``)."""
+    engine: str
+    """``sqlite`` or ``postgresql``: what the statements are compiled for."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
     """Whether each statement costs a round trip to a server (so reads are worth
