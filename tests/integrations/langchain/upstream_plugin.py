@@ -3,11 +3,11 @@ test_langchain_upstream.py: ``InMemoryChatMessageHistory`` becomes a
 ``StatestoreChatMessageHistory`` over a real database before their modules import it.
 
 Set by the caller: ``STATESTORE_LANGCHAIN_BACKEND`` and ``STATESTORE_LANGCHAIN_URL``
-(the store), ``STATESTORE_LANGCHAIN_STORE`` (``async``: a ``Store`` opened on a loop
-of its own, so every test uses it from other loops and threads; ``sync``: a
-``SyncStore``), ``STATESTORE_LANGCHAIN_FIXTURES`` (a file this plugin writes: the
-fixtures each test ran with, as JSON, so the caller can check upstream's own
-fixtures were in force).
+(the store), ``STATESTORE_LANGCHAIN_STORE`` (``async``: a ``Store`` opened on an event
+loop that runs in a thread of its own, as an application's would, so every test uses it
+from other loops and threads; ``sync``: a ``SyncStore``), and
+``STATESTORE_LANGCHAIN_FIXTURES`` (a file this plugin writes: the fixtures each test
+ran with, as JSON, so the caller can check upstream's own fixtures were in force).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from statestore.integrations.langchain import StatestoreChatMessageHistory
 PREFIX = "upstream-"
 
 _store: statestore.Store | Any = None
+_loop = asyncio.new_event_loop()
+_thread = threading.Thread(target=_loop.run_forever, name="application-loop", daemon=True)
 _fixtures: dict[str, list[str]] = {}
 
 
@@ -57,8 +60,9 @@ def pytest_configure(config: Any) -> None:
     if os.environ["STATESTORE_LANGCHAIN_STORE"] == "sync":
         _store = statestore.open_store_sync(backend, url=url)
     else:
+        _thread.start()
         store = statestore.open_store(backend, url=url)
-        asyncio.run(store.__aenter__())
+        asyncio.run_coroutine_threadsafe(store.__aenter__(), _loop).result()
         _store = store
     langchain_core.chat_history.InMemoryChatMessageHistory = StoreBackedHistory  # type: ignore[misc]
 
@@ -71,6 +75,9 @@ def pytest_unconfigure(config: Any) -> None:
     with open(os.environ["STATESTORE_LANGCHAIN_FIXTURES"], "w", encoding="utf-8") as out:
         json.dump(_fixtures, out)
     if isinstance(_store, statestore.Store):
-        asyncio.run(_store.close())
+        asyncio.run_coroutine_threadsafe(_store.close(), _loop).result()
+        _loop.call_soon_threadsafe(_loop.stop)
+        _thread.join()
     elif _store is not None:
         _store.close()
+    _loop.close()
