@@ -617,6 +617,7 @@ class PostgresDatabase:
     # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
     # route a data-modifying INSERT CTE to one shard (set when the store opens).
     one_statement_append = True
+    shards_by_conversation = False  # set when the store opens (Citus)
 
     def __init__(
         self,
@@ -687,7 +688,8 @@ class PostgresDatabase:
 
         async def body(tx: Tx) -> Any:
             citus = await tx.fetchrow(HAS_CITUS)
-            self.one_statement_append = not (citus and citus[0])
+            self.shards_by_conversation = bool(citus and citus[0])
+            self.one_statement_append = not self.shards_by_conversation
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
                 return None

@@ -210,6 +210,7 @@ class SqliteDatabase:
     writers_take_turns = True
     statements_are_round_trips = False
     one_statement_append = False
+    shards_by_conversation = False
 
     def __init__(
         self,

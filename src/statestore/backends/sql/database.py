@@ -49,6 +49,10 @@ class Database(Protocol):
     writers_take_turns: bool
     """Whether a write transaction excludes every other writer (SQLite's BEGIN
     IMMEDIATE), so a read-modify-write needs no lock of its own."""
+    shards_by_conversation: bool
+    """Whether the database keeps each conversation's rows in a shard of their own and
+    the shared state in others (Citus): a statement reading both would not be routed
+    to one shard, so shared state is read by a statement of its own."""
     one_statement_append: bool
     """Whether an append-only write runs as one statement (a data-modifying WITH,
     ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route

@@ -35,6 +35,8 @@ _TABLES_OF_A_CONVERSATION = ("conversation_messages", "memory_context_items", "m
 # ``normalized_sql.state_and_window`` the state row's (a test checks it against the
 # table).
 _STATE_AT = 8
+# In the state row: the metadata aggregate, then the shared state when read with it.
+_SHARED_AT = 10
 
 # The scalars of a conversation a write creates (``WritePlan.create``) before its own.
 _NEW_SCALARS = {name: getattr(AgentState(), name) for name in SCALARS}
@@ -394,9 +396,12 @@ class NormalizedBackend(DatabaseBackend):
                 focus_areas = jsoncodec.loads(row[2])
                 messages = self._messages(message_rows)
                 items = await self._load_items(tx, conversation_id, options, focus_areas)
-                return self._view(row, focus_areas, messages, items, options.shared)
+                view = self._view(row, focus_areas, messages, items, options.shared)
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptState(conversation_id, str(exc)) from exc
+            if options.shared is not None and self._db.shards_by_conversation:
+                view.shared = await self._read_shared(tx, options.shared)
+            return view
 
         return await self._db.run(body, write=False)
 
@@ -411,7 +416,10 @@ class NormalizedBackend(DatabaseBackend):
         db = self._db
         loads = jsoncodec.loads
         metadata = {key: loads(value) for key, value in loads(row[9] or "[]")}
-        shared = {} if namespaces is None else shared_of(loads(row[10] or "[]"), namespaces)
+        # The shared state, when it came in this row (see _state_and_messages).
+        shared = {}
+        if namespaces is not None and len(row) > _SHARED_AT:
+            shared = shared_of(loads(row[_SHARED_AT] or "[]"), namespaces)
         # Shapes a hand edit could break: checked, so the error names the conversation.
         if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
             raise ValueError("focus_areas is not a list of strings")
@@ -448,7 +456,9 @@ class NormalizedBackend(DatabaseBackend):
         statements are faster than the UNION's sort."""
         db = self._db
         owned = user_id is not None
-        shared = options.shared is not None
+        # Shared state comes in the state row's statement, one snapshot, unless the
+        # database shards it apart from the conversation (then ``read`` reads it).
+        shared = options.shared is not None and not db.shards_by_conversation
         by_types = options.message_types is not None
         by_tool = options.tool_name is not None
         since = options.messages_since is not None
