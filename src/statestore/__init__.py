@@ -32,6 +32,7 @@ from .core.model import AgentState, ContextItem, Message
 from .core.query import UNSET, LoadOptions, StatePatch
 from .core.registry import BackendInfo, Registry, default_registry, open_store
 from .core.store import Store
+from .sync import SyncStore, open_store_sync
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = [
     # opening a store
     "open_store",
     "Store",
+    "open_store_sync",
+    "SyncStore",
     "Registry",
     "default_registry",
     "BackendInfo",

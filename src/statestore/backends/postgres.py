@@ -23,6 +23,17 @@ With ``pool=``, connection limits and ``command_timeout`` are that pool's own
 (``asyncpg.create_pool(max_size=..., command_timeout=...)``); ``pool_timeout`` still
 bounds the wait for a free connection.
 
+Event loops and threads: an asyncpg connection belongs to the event loop that opened
+it. The store's own pool serves callers on any loop, in any thread, at once: it hands
+each caller a connection of the caller's loop, opening one there when there is none,
+with ``pool_size`` counting every loop's connections together (one loop's idle
+connection gives way, closed on its own loop, when another loop needs the room), and
+closes the connections of a loop that has closed (``asyncio.run`` has ended). A caller
+on the loop it used before pays nothing for this: no thread hop, no wait. Opening
+(and ``migrate=True``) runs on the opener's loop. An application's pool belongs to its
+own loop: a call from any other loop raises StateStoreError at once, before touching
+the pool, which keeps working.
+
 When the connection or the server goes away:
 
 - a call never waits on a connection the operating system reports closed: it raises
@@ -49,9 +60,11 @@ DELETE on the tables (see the README).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -216,24 +229,66 @@ def _terminate(conn: Any) -> None:
         conn.terminate()
 
 
+def _orphan(conn: Any) -> None:
+    """Close a connection whose event loop has closed. ``terminate`` still tells the
+    server (the Terminate message is written straight to the socket), then fails where
+    the transport asks the dead loop to finish closing: that last step is done here,
+    so that the socket is closed now rather than by the garbage collector."""
+    transport = getattr(conn, "_transport", None)
+    _terminate(conn)
+    finish = getattr(transport, "_call_connection_lost", None)
+    if finish is not None and getattr(transport, "_sock", None) is not None:
+        with contextlib.suppress(Exception):
+            finish(None)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _PoolExhausted(Exception):
     """Every connection stayed busy for the whole wait."""
 
 
+class _Waiter:
+    """A caller waiting for a connection: its loop, the future it waits on, and
+    whether a wake-up was sent to it (which it passes on if it leaves without
+    looking)."""
+
+    __slots__ = ("future", "loop", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.woken = False
+
+
 class ConnectionPool:
     """The store's own pool: at most ``size`` asyncpg connections, opened when needed
-    and reused, most recently used first.
+    and reused, most recently used first, serving callers on any event loop and
+    thread.
+
+    An asyncpg connection belongs to the event loop that opened it, so the pool keeps
+    the idle connections of each loop apart and hands a caller only one of its own
+    loop, opening one on that loop when there is none. ``size`` counts every loop's
+    connections together: a caller that finds none of its own and no room left takes
+    the room of another loop's idle connection, which is closed (on its own loop, by a
+    callback there). The connections of a loop that has closed are closed when the
+    pool next meets a new loop, and when it needs their room. State shared across
+    threads changes under one ``threading.Lock``, never held across an ``await``;
+    a caller on the loop it used before takes and gives back a connection without
+    yielding to the event loop and without any hop between threads.
 
     Not ``asyncpg.create_pool``: its release always runs in a shielded task, with a
-    timer for the idle lifetime, on every call; taking an idle
-    connection here and giving it back do not yield to the event loop. What asyncpg's
-    pool does on release that matters here is kept: a connection given back closed
-    or still inside a transaction is terminated (the server rolls back), and its slot
-    opens a new one when needed. A pending cancellation is waited for by asyncpg's
-    protocol before the connection's next statement. Nothing resets session state:
-    statestore never changes it (no SET, LISTEN, cursors or session advisory locks).
-    An application that wants asyncpg's pool (its ``init``/``setup`` hooks, an idle
-    lifetime) passes its own: ``pool=``.
+    timer for the idle lifetime, on every call. What asyncpg's pool does on release
+    that matters here is kept: a connection given back closed or still inside a
+    transaction is terminated (the server rolls back), and its room opens a new one
+    when needed. A pending cancellation is waited for by asyncpg's protocol before
+    the connection's next statement. Nothing resets session state: statestore never
+    changes it (no SET, LISTEN, cursors or session advisory locks). An application
+    that wants asyncpg's pool (its ``init``/``setup`` hooks, an idle lifetime) passes
+    its own: ``pool=``.
     """
 
     def __init__(
@@ -242,78 +297,293 @@ class ConnectionPool:
         self._connect = connect
         self._wait = wait
         self.size = size
-        self._slots = asyncio.Semaphore(size)  # one per connection in use
-        self._idle: list[Any] = []
-        self._current: set[Any] = set()  # opened since the last expire()
+        self._guard = threading.Lock()
+        self._open = 0  # connections open or being opened, every loop's together
+        self._idle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        # Every open connection: its loop, and the generation it was opened in (one
+        # opened before the last expire() is terminated when it comes back).
+        self._owners: dict[Any, tuple[asyncio.AbstractEventLoop, int]] = {}
+        self._generation = 0
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        # Connections dropped from another loop's thread, until their own loop
+        # closes them (or, if it closes first, a sweep does).
+        self._condemned: dict[Any, asyncio.AbstractEventLoop] = {}
         self._closed = False
 
     async def acquire(self) -> Any:
-        """An open connection; ``_PoolExhausted`` if no slot frees up within ``wait``
-        seconds (opening a connection has its own timeout)."""
-        if self._closed:
-            raise StateStoreError("the store is closed")
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self._wait):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise _PoolExhausted from None
-        else:
-            await self._slots.acquire()  # a free slot: returns without waiting
-        try:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.is_closed():  # one killed while idle is dropped
+        """An open connection of the caller's event loop; ``_PoolExhausted`` if no
+        room frees up within ``wait`` seconds (opening a connection has its own
+        timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            conn: Any = None
+            victim: tuple[Any, asyncio.AbstractEventLoop] | None = None
+            waiter: _Waiter | None = None
+            orphans: list[Any] = []
+            wake: list[_Waiter | None] = []
+            with self._guard:
+                if self._closed:
+                    raise StateStoreError("the store is closed")
+                idle = self._idle.get(loop)
+                if idle is None:  # a loop not seen before (or since it was swept)
+                    self._idle[loop] = idle = []
+                    orphans = self._sweep(loop)
+                if idle:
+                    conn = idle.pop()
+                else:
+                    if self._open >= self.size and not orphans:
+                        orphans = self._sweep(loop)
+                    if self._open < self.size:
+                        self._open += 1
+                    elif (victim := self._foreign_idle(loop)) is not None:
+                        del self._owners[victim[0]]  # its room is ours now
+                    else:
+                        waiter = _Waiter(loop)
+                        self._waiters.append(waiter)
+                if orphans and self._waiters:
+                    wake = [self._next_waiter(None) for _ in orphans]
+            for orphan in orphans:
+                _orphan(orphan)
+            for other in wake:
+                self._send(other)
+            if conn is not None:
+                if not conn.is_closed():
                     return conn
-                self._current.discard(conn)
+                self._forget(conn)  # killed while idle: dropped
+                continue
+            if waiter is None:
+                if victim is not None:
+                    self._drop(*victim)
+                return await self._open_one(loop)
+            if deadline is None:
+                deadline = loop.time() + self._wait
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter.future
+            except BaseException as exc:
+                self._leave(waiter)
+                if isinstance(exc, TimeoutError):
+                    raise _PoolExhausted from None
+                raise
+
+    async def _open_one(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """A new connection in room already counted in ``_open``."""
+        try:
             conn = await self._connect()
-            self._current.add(conn)
-            return conn
         except BaseException:
-            self._slots.release()
+            with self._guard:
+                self._open -= 1
+                waiter = self._next_waiter(None)
+            self._send(waiter)
             raise
+        with self._guard:
+            self._owners[conn] = (loop, self._generation)
+        return conn
 
     async def release(self, conn: Any) -> None:
-        """Give back a connection ``acquire`` returned."""
-        if (
-            self._closed
-            or conn not in self._current
-            or conn.is_closed()
-            or conn.is_in_transaction()
-        ):
-            self._current.discard(conn)
+        """Give back a connection ``acquire`` returned (on the loop it was used on)."""
+        waiter = None
+        with self._guard:
+            owner = self._owners.get(conn)
+            if (
+                owner is None
+                or owner[1] != self._generation
+                or self._closed
+                or conn.is_closed()
+                or conn.is_in_transaction()
+            ):
+                self._owners.pop(conn, None)
+                self._open -= 1
+                kept = None
+            else:
+                kept = owner[0]
+                self._idle.setdefault(kept, []).append(conn)
+            if self._waiters:
+                waiter = self._next_waiter(kept)
+        if kept is None:
             _terminate(conn)
-        else:
-            self._idle.append(conn)
-        self._slots.release()
+        self._send(waiter)
+
+    def _forget(self, conn: Any) -> None:
+        """``conn`` is gone: free its room."""
+        with self._guard:
+            if self._owners.pop(conn, None) is None:
+                return
+            self._open -= 1
+            waiter = self._next_waiter(None)
+        self._send(waiter)
+
+    def _sweep(self, current: asyncio.AbstractEventLoop) -> list[Any]:
+        """Under the guard: forget every connection of a closed loop (idle ones, and
+        in-use ones whose task died with its loop), returning them to be closed, and
+        the records of loops that have closed or hold no idle connection."""
+        dead = [conn for conn, (loop, _) in self._owners.items() if loop.is_closed()]
+        for conn in dead:
+            del self._owners[conn]
+        self._open -= len(dead)
+        condemned = [conn for conn, loop in self._condemned.items() if loop.is_closed()]
+        for conn in condemned:
+            del self._condemned[conn]
+        for loop in [
+            loop
+            for loop, idle in self._idle.items()
+            if loop is not current and (not idle or loop.is_closed())
+        ]:
+            del self._idle[loop]
+        return dead + condemned
+
+    def _foreign_idle(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[Any, asyncio.AbstractEventLoop] | None:
+        """Under the guard: an idle connection of another loop, taken out (the least
+        recently used of the loop with the most), or None."""
+        most: list[Any] = []
+        owner = loop
+        for other, idle in self._idle.items():
+            if other is not loop and len(idle) > len(most):
+                most, owner = idle, other
+        return (most.pop(0), owner) if most else None
+
+    def _drop(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Close ``conn``, a connection of ``loop`` whose room is already given up,
+        from whichever thread: on its own loop at once; on another live loop by a
+        callback there (a transport is not thread-safe), or by the next sweep if
+        that loop closes before running it; on a closed loop by ``_orphan``."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            _terminate(conn)
+            return
+        if not loop.is_closed():
+            with self._guard:
+                self._condemned[conn] = loop
+            try:
+                loop.call_soon_threadsafe(self._execute, conn)
+                return
+            except RuntimeError:  # closed since
+                with self._guard:
+                    self._condemned.pop(conn, None)
+        _orphan(conn)
+
+    def _execute(self, conn: Any) -> None:
+        """On ``conn``'s loop: close a connection ``_drop`` condemned."""
+        with self._guard:
+            if self._condemned.pop(conn, None) is None:
+                return  # a sweep closed it already
+        _terminate(conn)
+
+    def _next_waiter(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
+        """Under the guard: the waiter to wake (the first on ``loop`` if any, else the
+        first), taken off the queue and marked woken."""
+        waiters = self._waiters
+        if not waiters:
+            return None
+        chosen = waiters[0]
+        if loop is not None and chosen.loop is not loop:
+            chosen = next((w for w in waiters if w.loop is loop), chosen)
+        waiters.remove(chosen)
+        chosen.woken = True
+        return chosen
+
+    def _send(self, waiter: _Waiter | None) -> None:
+        """Wake ``waiter`` (it looks again); one whose loop has closed passes the
+        wake-up on."""
+        while waiter is not None:
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if waiter.loop is running:
+                _wake(waiter.future)
+                return
+            try:
+                waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+                return
+            except RuntimeError:  # its loop closed: it will never look
+                with self._guard:
+                    waiter = self._next_waiter(None)
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """``waiter`` stops waiting (timeout, cancellation): a wake-up sent to it is
+        passed on."""
+        passed_on = None
+        with self._guard:
+            if waiter.woken:
+                passed_on = self._next_waiter(None)
+            else:
+                self._waiters.remove(waiter)
+        self._send(passed_on)
 
     async def expire(self) -> None:
         """Terminate the idle connections now and those in use when they come back."""
-        idle, self._idle = self._idle, []
-        self._current.clear()
-        for conn in idle:
-            _terminate(conn)
+        with self._guard:
+            self._generation += 1
+            idle = [(conn, loop) for loop, conns in self._idle.items() for conn in conns]
+            for conns in self._idle.values():
+                conns.clear()
+            for conn, _ in idle:
+                del self._owners[conn]
+            self._open -= len(idle)
+            waiters = [self._next_waiter(None) for _ in idle]
+        for conn, loop in idle:
+            self._drop(conn, loop)
+        for waiter in waiters:
+            self._send(waiter)
 
     async def close(self) -> None:
-        """Close the idle connections; those in use are terminated as they come back."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=5)
+        """Close the idle connections; those in use are terminated as they come back.
+        Callers waiting for a connection get an error."""
+        loop = asyncio.get_running_loop()
+        with self._guard:
+            self._closed = True
+            orphans = self._sweep(loop)
+            idle = [(conn, owner) for owner, conns in self._idle.items() for conn in conns]
+            self._idle.clear()
+            for conn, _ in idle:
+                del self._owners[conn]
+            self._open -= len(idle)
+            waiters = list(self._waiters)
+            self._waiters.clear()
+            for waiter in waiters:
+                waiter.woken = True
+        for waiter in waiters:
+            self._send(waiter)
+        for conn in orphans:
+            _orphan(conn)
+        for conn, owner in idle:
+            if owner is loop:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=5)
+            else:
+                self._drop(conn, owner)
 
 
 class _ApplicationPool:
     """An application's ``asyncpg.Pool`` behind ``ConnectionPool``'s methods. The
-    store never closes or expires it: it is the application's."""
+    store never closes or expires it: it is the application's. Like its connections,
+    it belongs to the event loop that created it: a call from any other loop is
+    refused before it touches the pool."""
 
     def __init__(self, pool: Any, wait: float) -> None:
         self._pool = pool
         self._wait = wait
         self.size: int = pool.get_max_size()
+        # asyncpg keeps the loop it was created on there (it has no public accessor).
+        self._loop: asyncio.AbstractEventLoop | None = getattr(pool, "_loop", None)
 
     async def acquire(self) -> Any:
         pool = self._pool
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise StateStoreError(
+                "this store uses the application's asyncpg pool (pool=), which belongs to "
+                "the event loop that created it, and this call runs on another event loop "
+                f"(thread {threading.current_thread().name!r}): make the call on the "
+                "pool's loop (asyncio.run_coroutine_threadsafe), or open the store with "
+                "url= instead of pool=, whose own pool serves every loop"
+            )
         # acquire(timeout=...) runs through asyncio.wait_for, a task per call on
         # Python < 3.12: only a call that has to queue for a connection needs it.
         queue = pool.get_size() - pool.get_idle_size() >= pool.get_max_size()

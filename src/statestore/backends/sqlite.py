@@ -16,7 +16,9 @@ thread). A whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
 ``call_soon_threadsafe``: one thread hop per operation however many statements it
 runs, and the caller's loop never blocks, opening included (the
 directory, the pragmas, migrations). Operations take turns on an ``asyncio.Lock`` that
-lives on the backend's loop, so callers on any loop or thread are served.
+lives on the backend's loop, so callers on any loop or thread are served at once: the
+loop that opened the store, others in other threads, ``asyncio.run`` after the
+opening loop has closed. An answer for a caller whose loop closed meanwhile is dropped.
 
 Caveats: one writer at a time per file. Within a process, one connection serves the
 store and operations take turns; across processes, a writer that finds the file locked
@@ -171,6 +173,15 @@ def _settle(task: asyncio.Task[T], outcome: asyncio.Future[T]) -> None:
         outcome.set_result(task.result())
 
 
+def _answer(
+    caller: asyncio.AbstractEventLoop, task: asyncio.Task[T], outcome: asyncio.Future[T]
+) -> None:
+    """Hand ``task``'s outcome to the caller's loop. A caller whose loop has closed
+    meanwhile (its ``asyncio.run`` ended) is waiting for nothing any more."""
+    with contextlib.suppress(RuntimeError):
+        caller.call_soon_threadsafe(_settle, task, outcome)
+
+
 async def _end_leftovers() -> None:
     """Calls handed over while the store closed: started, then ended where they
     wait (as asyncio.run ends its own tasks), so that every caller gets an answer."""
@@ -278,7 +289,7 @@ class SqliteDatabase:
         def start() -> None:
             task = worker.create_task(coro)
             started.append(task)
-            task.add_done_callback(lambda done: caller.call_soon_threadsafe(_settle, done, outcome))
+            task.add_done_callback(lambda done: _answer(caller, done, outcome))
 
         try:
             worker.call_soon_threadsafe(start)

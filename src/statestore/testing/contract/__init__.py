@@ -18,6 +18,7 @@ from .access import *  # noqa: F403
 from .concurrency import *  # noqa: F403
 from .hostile import *  # noqa: F403
 from .loading import *  # noqa: F403
+from .loops import *  # noqa: F403
 from .observe import *  # noqa: F403
 from .roundtrip import *  # noqa: F403
 from .sessions import *  # noqa: F403
