@@ -18,6 +18,7 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -385,6 +386,27 @@ OPERATIONS: dict[str, Operation] = {
     "load_focus_only": lambda s, c: s.load_state(c, LoadOptions(focus_only=True)),
     "load_no_context": lambda s, c: s.load_state(c, LoadOptions(context_limit=0)),
     "load_missing": lambda s, c: _missing(s.load_state(c + "-missing")),
+    "append_or_create_existing": lambda s, c: s.update_state(
+        c, StatePatch(append_messages=[Message(role="user", content="x")]), create=True
+    ),
+    "append_or_create_new": lambda s, c: s.update_state(
+        c + "-new", StatePatch(append_messages=[Message(role="user", content="x")]), create=True
+    ),
+    "pop_messages": lambda s, c: s.pop_messages(c, 2),
+    "load_since": lambda s, c: s.load_state(
+        c, LoadOptions(messages_since=datetime(2024, 1, 1, tzinfo=UTC), last_messages=2)
+    ),
+    "load_with_shared": lambda s, c: s.load_state(
+        c, LoadOptions(shared=frozenset({"app:a", "user:u1"}), last_messages=2)
+    ),
+    "update_with_shared": lambda s, c: s.update_state(
+        c,
+        StatePatch(
+            append_messages=[Message(role="user", content="x")],
+            set_shared={"app:a": {"k": 1}},
+            delete_shared={"user:u1": ["gone"]},
+        ),
+    ),
     "delete": lambda s, c: s.delete_state(c),
     "delete_owner": lambda s, c: s.delete_state(c, user_id="u1"),
     "delete_missing": lambda s, c: s.delete_state(c + "-missing"),

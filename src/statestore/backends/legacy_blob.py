@@ -18,9 +18,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
-
 from ..core import jsoncodec
 from ..core.backend import Capability, ConversationInfo, StoredView, WritePlan, WriteResult
 from ..core.config import backend_for_url
@@ -31,7 +28,6 @@ from ..core.query import LoadOptions
 from .sql.base import DatabaseBackend
 from .sql.database import Database, Tx
 from .sql.statements import prefix_end
-from .sql.tables import memory_chunks
 
 __all__ = ["LegacyBlobBackend"]
 
@@ -70,7 +66,7 @@ class LegacyBlobBackend(DatabaseBackend):
         self, tx: Tx, conversation_id: str, user_id: str | None
     ) -> tuple[str | None, AgentState, datetime, int, datetime] | None:
         """(owner, whole state, updated_at, version, created_at) or None."""
-        statement = self._sql.get(_newest, user_id is not None)
+        statement = self._sql.get("legacy_sql.newest", user_id is not None)
         values = {"conversation_id": conversation_id, "user_id": user_id}
         row = await tx.fetchrow(statement.sql, *statement.args(values))
         if row is None:
@@ -137,7 +133,9 @@ class LegacyBlobBackend(DatabaseBackend):
         async with db.transaction() as tx:
             if not db.writers_take_turns:
                 # Serialise writers of one conversation: read-modify-write of a document.
-                await tx.fetchrow(self._sql.get(_lock_conversation).sql, conversation_id)
+                await tx.fetchrow(
+                    self._sql.get("legacy_sql.lock_conversation").sql, conversation_id
+                )
             newest = await self._newest(tx, conversation_id, None)
             popped: list[Message] = []
             if newest is None:
@@ -164,7 +162,7 @@ class LegacyBlobBackend(DatabaseBackend):
             new = plan.apply_to(stored, first_item_id=0)
             # Item ids are positions in the document.
             new.memory_context = [c.with_id(i) for i, c in enumerate(new.memory_context)]
-            insert = self._sql.get(_insert)
+            insert = self._sql.get("legacy_sql.insert")
             values = {
                 "conversation_id": conversation_id,
                 "owner": owner,
@@ -178,7 +176,7 @@ class LegacyBlobBackend(DatabaseBackend):
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete every stored document of the conversation."""
-        statement = self._sql.get(_delete, user_id is not None)
+        statement = self._sql.get("legacy_sql.delete", user_id is not None)
         args = statement.args({"conversation_id": conversation_id, "user_id": user_id})
         async with self._db.transaction() as tx:
             deleted = await tx.execute(statement.sql, *args)
@@ -200,7 +198,7 @@ class LegacyBlobBackend(DatabaseBackend):
         by_id = order == "id"
         end = None if prefix is None else prefix_end(prefix)
         statement = self._sql.get(
-            _list,
+            "legacy_sql.list",
             user_id is not None,
             after is not None and by_id,
             prefix is not None,
@@ -242,121 +240,6 @@ class LegacyBlobBackend(DatabaseBackend):
             at = next((i for i, c in enumerate(result) if c.conversation_id == after), None)
             result = [] if at is None else result[at + 1 :]
         return result[:limit]
-
-
-# -- statement builders (compiled once per dialect and shape: see sql/statements.py) --
-# Every reference to memory_chunks compares conversation_id to the parameter (Citus
-# routes the statement to one shard then); subqueries use aliases of their own, so
-# none is correlated with the outer statement's table.
-
-
-def _of(chunks: sa.FromClause) -> sa.ColumnElement[bool]:
-    return chunks.c.conversation_id == sa.bindparam("conversation_id")
-
-
-def _newest_id() -> Any:
-    chunks = memory_chunks.alias("latest")
-    return sa.select(sa.func.max(chunks.c.id)).where(_of(chunks)).scalar_subquery()
-
-
-def _newest(dialect: Dialect, owned: bool) -> sa.Select[Any]:
-    """The newest document of a conversation (owner, content, saved at), its
-    snapshot count and first save time."""
-    c = memory_chunks.alias("c")
-    counted = memory_chunks.alias("counted")
-    first = memory_chunks.alias("first")
-    statement = sa.select(
-        c.c.user_id,
-        c.c.content,
-        c.c.created_at,
-        sa.select(sa.func.count()).select_from(counted).where(_of(counted)).scalar_subquery(),
-        sa.select(first.c.created_at)
-        .where(_of(first))
-        .order_by(first.c.id)
-        .limit(sa.literal_column("1"))
-        .scalar_subquery(),
-    ).where(_of(c), c.c.id == _newest_id())
-    if owned:
-        statement = statement.where(
-            sa.or_(c.c.user_id.is_(None), c.c.user_id == sa.bindparam("user_id"))
-        )
-    return statement
-
-
-def _insert(dialect: Dialect) -> sa.Insert:
-    # inline: the new row's id is not wanted (no RETURNING).
-    return (
-        sa.insert(memory_chunks)
-        .inline()
-        .values(
-            user_id=sa.bindparam("owner"),
-            conversation_id=sa.bindparam("conversation_id"),
-            content=sa.bindparam("content"),
-            created_at=sa.bindparam("now"),
-        )
-    )
-
-
-def _lock_conversation(dialect: Dialect) -> sa.Select[Any]:
-    """PostgreSQL: wait for the other writers of the conversation (a transaction
-    lock keyed by its id)."""
-    key = sa.func.hashtext(sa.bindparam("conversation_id"))
-    return sa.select(sa.func.pg_advisory_xact_lock(key))
-
-
-def _delete(dialect: Dialect, owned: bool) -> sa.Delete:
-    """Every document of a conversation; when ``owned``, only if the newest is not
-    another user's."""
-    statement = sa.delete(memory_chunks).where(_of(memory_chunks))
-    if not owned:
-        return statement
-    c = memory_chunks.alias("c")
-    others: sa.Select[Any] = (
-        sa.select(sa.literal_column("1"))
-        .select_from(c)
-        .where(
-            _of(c),
-            c.c.id == _newest_id(),
-            c.c.user_id.is_not(None),
-            c.c.user_id != sa.bindparam("user_id"),
-        )
-    )
-    return statement.where(~sa.exists(others))
-
-
-def _list(
-    dialect: Dialect, by_user: bool, after: bool, by_prefix: bool, bounded: bool, limited: bool
-) -> sa.Select[Any]:
-    """The newest document of each conversation, ordered by id, with its snapshot
-    count and first save time; ids in ``[prefix, prefix_end)`` (no end unless
-    ``bounded``); the first ``limit`` if ``limited``."""
-    chunks = memory_chunks
-    agg = sa.select(
-        chunks.c.conversation_id,
-        sa.func.max(chunks.c.id).label("last_id"),
-        sa.func.count().label("n"),
-        sa.func.min(chunks.c.created_at).label("first_at"),
-    ).group_by(chunks.c.conversation_id)
-    if after:
-        agg = agg.where(chunks.c.conversation_id > sa.bindparam("after"))
-    if by_prefix:
-        agg = agg.where(chunks.c.conversation_id >= sa.bindparam("prefix"))
-        if bounded:
-            agg = agg.where(chunks.c.conversation_id < sa.bindparam("prefix_end"))
-    grouped = agg.subquery("agg")
-    c = memory_chunks.alias("c")
-    statement = sa.select(
-        c.c.conversation_id,
-        c.c.user_id,
-        c.c.content,
-        c.c.created_at,
-        grouped.c.n,
-        grouped.c.first_at,
-    ).select_from(grouped.join(c, c.c.id == grouped.c.last_id))
-    if by_user:
-        statement = statement.where(c.c.user_id == sa.bindparam("user_id"))
-    statement = statement.order_by(c.c.conversation_id)
-    return statement.limit(sa.bindparam("limit")) if limited else statement
 
 
 def _factory(url: str | None, *, registry: object = None, **options: Any) -> LegacyBlobBackend:

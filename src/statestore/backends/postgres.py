@@ -56,8 +56,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
-
-from sqlalchemy.engine import make_url
+from urllib.parse import urlsplit, urlunsplit
 
 from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
@@ -66,7 +65,6 @@ from .sql import migrate as migrations
 from .sql.citus import HAS_CITUS
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
-from .sql.statements import dialect_for
 
 __all__ = ["PostgresBackend", "PostgresDatabase", "asyncpg_dsn"]
 
@@ -77,7 +75,7 @@ def asyncpg_dsn(url: str) -> str:
     """The DSN asyncpg takes for a ``postgresql://`` URL (driver suffix removed)."""
     if url_scheme(url) not in ("postgresql", "postgres"):
         raise ValidationError("url", "needs a postgresql:// URL")
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return urlunsplit(urlsplit(url)._replace(scheme="postgresql"))
 
 
 def _import_asyncpg() -> Any:
@@ -344,12 +342,12 @@ class PostgresDatabase:
     ``asyncpg.Pool`` the application passed in (``pool=``)."""
 
     engine = "postgresql"
-    dialect = dialect_for("postgresql")
     writers_take_turns = False
     statements_are_round_trips = True
     # An append as one statement (an INSERT in a WITH): false on Citus, which cannot
     # route a data-modifying INSERT CTE to one shard (set when the store opens).
     one_statement_append = True
+    shards_by_conversation = False  # set when the store opens (Citus)
 
     def __init__(
         self,
@@ -420,7 +418,8 @@ class PostgresDatabase:
 
         async def body(tx: Tx) -> Any:
             citus = await tx.fetchrow(HAS_CITUS)
-            self.one_statement_append = not (citus and citus[0])
+            self.shards_by_conversation = bool(citus and citus[0])
+            self.one_statement_append = not self.shards_by_conversation
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
                 return None

@@ -38,9 +38,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
-from sqlalchemy.engine import make_url
 
 from ..core import jsoncodec
 from ..core.config import url_scheme
@@ -49,7 +49,6 @@ from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
-from .sql.statements import dialect_for
 
 __all__ = ["SqliteBackend", "SqliteDatabase", "sqlite_path"]
 
@@ -61,13 +60,13 @@ def sqlite_path(url: str) -> Path:
     """The file a ``sqlite:///`` URL names."""
     if url_scheme(url) != "sqlite":
         raise ValidationError("url", "the sqlite backend needs a sqlite:/// URL")
-    parsed = make_url(url)
-    database = parsed.database
+    parts = urlsplit(url)
+    database = unquote(parts.path[1:])  # after the third slash
     if (
-        parsed.host
+        parts.netloc
         or not database
         or database == ":memory:"
-        or parsed.query.get("mode") == "memory"
+        or "memory" in parse_qs(parts.query).get("mode", ())
     ):
         raise ValidationError(
             "url",
@@ -197,10 +196,10 @@ class SqliteDatabase:
     the operations of one store in turn."""
 
     engine = "sqlite"
-    dialect = dialect_for("sqlite")
     writers_take_turns = True
     statements_are_round_trips = False
     one_statement_append = False
+    shards_by_conversation = False
 
     def __init__(
         self,

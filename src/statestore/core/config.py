@@ -41,15 +41,13 @@ def resolve_config(name: str | None = None, url: str | None = None) -> StoreConf
 
 def url_scheme(url: str) -> str:
     """The database part of a URL's scheme: ``postgresql+asyncpg://`` → ``postgresql``."""
-    # Imported here: SQLAlchemy is a large import that ``import statestore`` and
-    # ``statestore --help`` should not pay for.
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
-        return make_url(url).get_backend_name().lower()
-    except (ArgumentError, ValueError, TypeError):
-        raise ValidationError("url", f"is not a database URL: {mask_url(url)!r}") from None
+        scheme = urlsplit(url).scheme if "://" in url else ""
+    except (ValueError, TypeError):
+        scheme = ""
+    if not scheme:
+        raise ValidationError("url", f"is not a database URL: {mask_url(str(url))!r}")
+    return scheme.split("+", 1)[0].lower()
 
 
 def backend_for_url(url: str) -> str:

@@ -8,18 +8,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
-
 from ...core import jsoncodec
 from ...core.backend import Capability
-from . import tables
 from .database import Database, Tx
 from .maintenance import SqlMaintenance
-from .statements import any_of, statements_for
+from .statements import statements_for
 
-__all__ = ["DatabaseBackend", "shared_json", "shared_of"]
+__all__ = ["DatabaseBackend", "shared_of"]
 
 
 class DatabaseBackend(SqlMaintenance):
@@ -31,7 +26,7 @@ class DatabaseBackend(SqlMaintenance):
 
     def __init__(self, db: Database, *, migrate: bool | None) -> None:
         self._db = db
-        self._sql = statements_for(db.dialect)
+        self._sql = statements_for(db.engine)
         self._migrate = migrate
 
     def __repr__(self) -> str:
@@ -69,7 +64,7 @@ class DatabaseBackend(SqlMaintenance):
         await self._db.run(body, write=True)
 
     async def _read_shared(self, tx: Tx, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
-        statement = self._sql.get(_select_shared)
+        statement = self._sql.get("compile.select_shared")
         rows = await tx.fetch(statement.sql, self._db.list_param(sorted(namespaces)))
         return shared_of(rows, namespaces)
 
@@ -84,12 +79,12 @@ class DatabaseBackend(SqlMaintenance):
         db = self._db
         for namespace, keys in delete_shared.items():
             await tx.execute(
-                self._sql.get(_delete_shared).sql, namespace, db.list_param(sorted(keys))
+                self._sql.get("compile.delete_shared").sql, namespace, db.list_param(sorted(keys))
             )
         if set_shared:
             stamp = db.ts(now)
             await tx.executemany(
-                self._sql.get(_upsert_shared).sql,
+                self._sql.get("compile.upsert_shared").sql,
                 [
                     (namespace, key, value, stamp)
                     for namespace, values in set_shared.items()
@@ -108,45 +103,3 @@ def shared_of(
     for namespace, key, value in rows:
         shared[namespace][key] = loads(value)
     return shared
-
-
-_shared = tables.shared_state
-
-
-def shared_json(dialect: Dialect) -> Any:
-    """A scalar subquery: the shared state of the namespaces bound to parameter
-    ``namespaces`` as JSON text ``[[namespace, key, "<value JSON text>"], ...]``, or
-    NULL (to read it in the statement that reads a conversation)."""
-    s = _shared.c
-    rows: sa.ColumnElement[Any]
-    if dialect.name == "postgresql":
-        rows = sa.cast(
-            sa.func.json_agg(sa.func.json_build_array(s.namespace, s.key, s.value)), sa.Text
-        )
-    else:
-        rows = sa.func.json_group_array(sa.func.json_array(s.namespace, s.key, s.value))
-    return sa.select(rows).where(any_of(s.namespace, "namespaces", dialect)).scalar_subquery()
-
-
-def _select_shared(dialect: Dialect) -> sa.Select[Any]:
-    """Parameters: the namespaces (``list_param``)."""
-    s = _shared.c
-    return sa.select(s.namespace, s.key, s.value).where(any_of(s.namespace, "namespaces", dialect))
-
-
-def _delete_shared(dialect: Dialect) -> sa.Delete:
-    """Parameters: namespace, the keys (``list_param``)."""
-    s = _shared.c
-    return sa.delete(_shared).where(
-        s.namespace == sa.bindparam("namespace"), any_of(s.key, "keys", dialect)
-    )
-
-
-def _upsert_shared(dialect: Dialect) -> Any:
-    """Parameters: namespace, key, value, updated_at (the table's order)."""
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    statement = insert(_shared)
-    return statement.on_conflict_do_update(
-        index_elements=[_shared.c.namespace, _shared.c.key],
-        set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
-    )

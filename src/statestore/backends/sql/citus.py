@@ -17,13 +17,13 @@ extension (plain PostgreSQL, SQLite) it does nothing.
 from __future__ import annotations
 
 import logging
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
 
 from ...core.errors import StateStoreError
 from .database import Tx
-from .tables import metadata
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 __all__ = [
     "ANCHOR",
@@ -67,6 +67,10 @@ def distribute_tables(connection: Connection) -> list[str]:
     database without Citus (or not PostgreSQL)."""
     if connection.dialect.name != "postgresql" or not is_citus(connection):
         return []
+    import sqlalchemy as sa  # only here: a migration, not opening a store
+
+    from .tables import metadata
+
     known = {name for name, _ in connection.exec_driver_sql(_CITUS_TABLES)}
     present = set(sa.inspect(connection).get_table_names())
     done = []

@@ -1,6 +1,6 @@
 """The small driver interface the SQL backends are written against.
 
-The SQL comes from ``statements.py``, compiled for the adapter's ``dialect``. Each
+The SQL comes from ``statements.py``, compiled for the adapter's ``engine``. Each
 adapter says how its engine differs in what the driver takes: timestamps, list
 parameters, bulk inserts.
 """
@@ -11,8 +11,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
-
-from sqlalchemy.engine import Dialect
 
 __all__ = ["Database", "Tx"]
 
@@ -42,9 +40,8 @@ class Tx(Protocol):
 class Database(Protocol):
     """A connected database of one engine."""
 
-    engine: str  # "sqlite" or "postgresql"
-    dialect: Dialect
-    """What the statements are compiled for (``statements.dialect_for(engine)``)."""
+    engine: str
+    """``sqlite`` or ``postgresql``: what the statements are compiled for."""
     url: str  # masked: safe to show
     statements_are_round_trips: bool
     """Whether each statement costs a round trip to a server (so reads are worth
@@ -52,6 +49,10 @@ class Database(Protocol):
     writers_take_turns: bool
     """Whether a write transaction excludes every other writer (SQLite's BEGIN
     IMMEDIATE), so a read-modify-write needs no lock of its own."""
+    shards_by_conversation: bool
+    """Whether the database keeps each conversation's rows in a shard of their own and
+    the shared state in others (Citus): a statement reading both would not be routed
+    to one shard, so shared state is read by a statement of its own."""
     one_statement_append: bool
     """Whether an append-only write runs as one statement (a data-modifying WITH,
     ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route

@@ -11,13 +11,8 @@ PostgreSQL ``pg_total_relation_size``. A distributed engine overrides
 
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
-
 from ...core.maintenance import StoreStats
-from . import citus, tables
+from . import citus
 from .database import Database, Tx
 from .statements import statements_for
 
@@ -29,48 +24,9 @@ TABLES = (
     "memory_context_items",
     "memory_metadata",
     "memory_chunks",
+    "shared_state",
 )
 """Every table statestore keeps (fixed names: safe to put in SQL text)."""
-
-
-def _bytes(column: sa.Column[Any], dialect: Dialect) -> sa.ColumnElement[Any]:
-    """The size of a text column's value in bytes (SQLite's length() of text counts
-    characters; of a BLOB, bytes)."""
-    if dialect.name == "sqlite":
-        return sa.func.length(sa.cast(column, sa.LargeBinary))
-    return sa.func.octet_length(column)
-
-
-def _largest_sql(dialect: Dialect) -> sa.Select[Any]:
-    """The ``limit`` largest conversations of the normalized layout, by message
-    content bytes: id, message count, context item count, bytes. (A scan of every
-    conversation: correlated subqueries are right here.)"""
-    s = tables.conversation_states
-    i = tables.memory_context_items
-    m = tables.conversation_messages
-    items = sa.select(sa.func.count()).where(i.c.conversation_id == s.c.conversation_id)
-    size = sa.select(
-        sa.func.coalesce(sa.func.sum(_bytes(m.c.content, dialect)), sa.literal_column("0"))
-    ).where(m.c.conversation_id == s.c.conversation_id)
-    by_size = size.scalar_subquery().label("size")
-    return (
-        sa.select(s.c.conversation_id, s.c.message_count, items.scalar_subquery(), by_size)
-        .order_by(by_size.desc(), s.c.conversation_id)
-        .limit(sa.bindparam("limit"))
-    )
-
-
-def _largest_legacy_sql(dialect: Dialect) -> sa.Select[Any]:
-    """The ``limit`` largest conversations of the legacy layout, by the bytes of all
-    their snapshots: id, snapshot count, bytes."""
-    c = tables.memory_chunks
-    size = sa.func.sum(_bytes(c.c.content, dialect)).label("size")
-    return (
-        sa.select(c.c.conversation_id, sa.func.count(), size)
-        .group_by(c.c.conversation_id)
-        .order_by(size.desc(), c.c.conversation_id)
-        .limit(sa.bindparam("limit"))
-    )
 
 
 class SqlMaintenance:
@@ -89,7 +45,7 @@ class SqlMaintenance:
                 stats = await _sqlite_stats(tx)
             else:
                 stats = await _postgres_stats(tx)
-            await _largest(tx, stats, top, self._db.dialect)
+            await _largest(tx, stats, top, self._db.engine)
             return stats
 
         return await self._db.run(body, write=False)
@@ -175,17 +131,17 @@ async def _postgres_stats(tx: Tx) -> StoreStats:
     return stats
 
 
-async def _largest(tx: Tx, stats: StoreStats, top: int, dialect: Dialect) -> None:
+async def _largest(tx: Tx, stats: StoreStats, top: int, engine: str) -> None:
     """Conversation counts and the largest conversations of the layouts present."""
-    statements = statements_for(dialect)
+    statements = statements_for(engine)
     if "conversation_states" in stats.rows:
         stats.conversations = stats.rows["conversation_states"]
-        largest = statements.get(_largest_sql)
+        largest = statements.get("maintenance_sql.largest")
         rows = await tx.fetch(largest.sql, *largest.args({"limit": top}))
         stats.largest = [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
     if "memory_chunks" in stats.rows:
         row = await tx.fetchrow("SELECT count(DISTINCT conversation_id) FROM memory_chunks")
         stats.legacy_conversations = int(row[0]) if row else 0
-        largest = statements.get(_largest_legacy_sql)
+        largest = statements.get("maintenance_sql.largest_legacy")
         rows = await tx.fetch(largest.sql, *largest.args({"limit": top}))
         stats.largest_legacy = [(r[0], int(r[1]), int(r[2])) for r in rows]

@@ -11,11 +11,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.expression import ClauseElement
-
 from ...core import jsoncodec
 from ...core.backend import (
     SCALARS,
@@ -28,12 +23,20 @@ from ...core.backend import (
 from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
 from ...core.model import AgentState, ContextItem, Message
 from ...core.query import LoadOptions
-from . import tables
-from .base import DatabaseBackend, shared_json, shared_of
+from .base import DatabaseBackend, shared_of
 from .database import Tx
-from .statements import any_of, bulk_insert, cast_type, metadata_json, prefix_end
+from .statements import prefix_end
 
 __all__ = ["NormalizedBackend"]
+
+# The tables a replacing save empties (the state row stays).
+_TABLES_OF_A_CONVERSATION = ("conversation_messages", "memory_context_items", "memory_metadata")
+# A message row as loaded has this many columns (seq ... payload), then in the UNION of
+# ``normalized_sql.state_and_window`` the state row's (a test checks it against the
+# table).
+_STATE_AT = 8
+# In the state row: the metadata aggregate, then the shared state when read with it.
+_SHARED_AT = 10
 
 # The scalars of a conversation a write creates (``WritePlan.create``) before its own.
 _NEW_SCALARS = {name: getattr(AgentState(), name) for name in SCALARS}
@@ -111,21 +114,27 @@ class NormalizedBackend(DatabaseBackend):
             sql = self._sql
             popped: list[Message] = []
             if plan.replace and not created:
-                for table in (_messages_table, _items, _metadata):
-                    await tx.execute(sql.get(_delete_all_of, table.name).sql, conversation_id)
+                for table in _TABLES_OF_A_CONVERSATION:
+                    await tx.execute(
+                        sql.get("normalized_sql.delete_all_of", table).sql, conversation_id
+                    )
             elif plan.truncate_from is not None:
                 await tx.execute(
-                    sql.get(_delete_messages_from).sql, conversation_id, plan.truncate_from
+                    sql.get("normalized_sql.delete_messages_from").sql,
+                    conversation_id,
+                    plan.truncate_from,
                 )
             elif plan.pop_messages and not created:
-                rows = await tx.fetch(sql.get(_pop_messages).sql, conversation_id, first_seq)
+                rows = await tx.fetch(
+                    sql.get("normalized_sql.pop_messages").sql, conversation_id, first_seq
+                )
                 popped = self._messages(sorted(rows, key=lambda r: r[0]))
             if plan.append_messages:
                 stamps = db.ts_many([m.timestamp for m in plan.append_messages])
                 dumps = jsoncodec.dumps
                 await self._insert(
                     tx,
-                    _messages_table,
+                    "conversation_messages",
                     [
                         (
                             conversation_id,
@@ -143,7 +152,7 @@ class NormalizedBackend(DatabaseBackend):
                 )
             if plan.remove_item_ids:
                 await tx.execute(
-                    sql.get(_delete_items).sql,
+                    sql.get("normalized_sql.delete_items").sql,
                     conversation_id,
                     db.list_param(plan.remove_item_ids),
                 )
@@ -151,7 +160,7 @@ class NormalizedBackend(DatabaseBackend):
                 stamps = db.ts_many([c.timestamp for c in plan.add_items])
                 await self._insert(
                     tx,
-                    _items,
+                    "memory_context_items",
                     [
                         (
                             conversation_id,
@@ -168,13 +177,13 @@ class NormalizedBackend(DatabaseBackend):
                 )
             if plan.delete_metadata:
                 await tx.execute(
-                    sql.get(_delete_metadata).sql,
+                    sql.get("normalized_sql.delete_metadata").sql,
                     conversation_id,
                     db.list_param(plan.delete_metadata),
                 )
             if plan.set_metadata:
                 await tx.executemany(
-                    sql.get(_upsert_metadata).sql,
+                    sql.get("normalized_sql.upsert_metadata").sql,
                     [(conversation_id, key, value) for key, value in plan.set_metadata.items()],
                 )
             if plan.set_shared or plan.delete_shared:
@@ -191,13 +200,13 @@ class NormalizedBackend(DatabaseBackend):
             popped,
         )
 
-    async def _insert(self, tx: Tx, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+    async def _insert(self, tx: Tx, table: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``rows`` (values in the table's column order) into ``table``."""
         if len(rows) > 1:
             # The adapter's bulk path (PostgreSQL: one INSERT of arrays).
-            await tx.copy_rows(self._sql.get(bulk_insert, table.name).sql, rows)
+            await tx.copy_rows(self._sql.get("compile.bulk_insert", table).sql, rows)
         else:
-            await tx.executemany(self._sql.get(_insert_row, table.name).sql, rows)
+            await tx.executemany(self._sql.get("normalized_sql.insert_row", table).sql, rows)
 
     async def _claim_state_row(
         self,
@@ -220,7 +229,7 @@ class NormalizedBackend(DatabaseBackend):
         version = 0
         for _ in range(3):
             if insert_first:
-                insert = self._sql.get(_insert_state)
+                insert = self._sql.get("normalized_sql.insert_state")
                 values = dict(
                     zip(SCALARS, self._scalar_values(plan), strict=True),
                     conversation_id=conversation_id,
@@ -237,7 +246,9 @@ class NormalizedBackend(DatabaseBackend):
             )
             if row is not None:
                 return row, False
-            probe = await tx.fetchrow(self._sql.get(_probe_state).sql, conversation_id)
+            probe = await tx.fetchrow(
+                self._sql.get("normalized_sql.probe_state").sql, conversation_id
+            )
             if probe is None:
                 if can_create:
                     insert_first = True  # missing (or deleted since our INSERT found it)
@@ -273,7 +284,7 @@ class NormalizedBackend(DatabaseBackend):
         now: datetime,
     ) -> Sequence[Any] | None:
         shape, values = self._update(conversation_id, plan, user_id, expected_version, now)
-        statement = self._sql.get(_update_state, *shape)
+        statement = self._sql.get("normalized_sql.update_state", *shape)
         return await tx.fetchrow(statement.sql, *statement.args(values))
 
     def _update(
@@ -339,7 +350,7 @@ class NormalizedBackend(DatabaseBackend):
         shape, values = self._update(conversation_id, plan, user_id, expected_version, now)
         msgs = plan.append_messages
         if not msgs:
-            update = self._sql.get(_update_state, *shape)
+            update = self._sql.get("normalized_sql.update_state", *shape)
             return await tx.fetchrow(update.sql, *update.args(values))
         dumps = jsoncodec.dumps
         metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
@@ -366,7 +377,7 @@ class NormalizedBackend(DatabaseBackend):
                 new_metadata=metadata,
                 new_payload=[None if m.payload is None else dumps(m.payload) for m in msgs],
             )
-        statement = self._sql.get(_append_messages, one, *shape)
+        statement = self._sql.get("normalized_sql.append_messages", one, *shape)
         return await tx.fetchrow(statement.sql, *statement.args(values))
 
     # -- reads -----------------------------------------------------------------------
@@ -385,9 +396,12 @@ class NormalizedBackend(DatabaseBackend):
                 focus_areas = jsoncodec.loads(row[2])
                 messages = self._messages(message_rows)
                 items = await self._load_items(tx, conversation_id, options, focus_areas)
-                return self._view(row, focus_areas, messages, items, options.shared)
+                view = self._view(row, focus_areas, messages, items, options.shared)
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptState(conversation_id, str(exc)) from exc
+            if options.shared is not None and self._db.shards_by_conversation:
+                view.shared = await self._read_shared(tx, options.shared)
+            return view
 
         return await self._db.run(body, write=False)
 
@@ -402,7 +416,10 @@ class NormalizedBackend(DatabaseBackend):
         db = self._db
         loads = jsoncodec.loads
         metadata = {key: loads(value) for key, value in loads(row[9] or "[]")}
-        shared = {} if namespaces is None else shared_of(loads(row[10] or "[]"), namespaces)
+        # The shared state, when it came in this row (see _state_and_messages).
+        shared = {}
+        if namespaces is not None and len(row) > _SHARED_AT:
+            shared = shared_of(loads(row[_SHARED_AT] or "[]"), namespaces)
         # Shapes a hand edit could break: checked, so the error names the conversation.
         if not isinstance(focus_areas, list) or not all(isinstance(f, str) for f in focus_areas):
             raise ValueError("focus_areas is not a list of strings")
@@ -439,7 +456,9 @@ class NormalizedBackend(DatabaseBackend):
         statements are faster than the UNION's sort."""
         db = self._db
         owned = user_id is not None
-        shared = options.shared is not None
+        # Shared state comes in the state row's statement, one snapshot, unless the
+        # database shards it apart from the conversation (then ``read`` reads it).
+        shared = options.shared is not None and not db.shards_by_conversation
         by_types = options.message_types is not None
         by_tool = options.tool_name is not None
         since = options.messages_since is not None
@@ -453,7 +472,7 @@ class NormalizedBackend(DatabaseBackend):
         values["tool_name"] = options.tool_name
         values["last_messages"] = options.last_messages
         if not (db.statements_are_round_trips and options.last_messages is not None):
-            statement = self._sql.get(_state_select, owned, shared)
+            statement = self._sql.get("normalized_sql.state_select", owned, shared)
             row = await tx.fetchrow(statement.sql, *statement.args(values))
             if row is None:
                 return None
@@ -461,16 +480,20 @@ class NormalizedBackend(DatabaseBackend):
                 return row, []
             values["message_count"] = row[6]
             window = options.last_messages is not None
-            statement = self._sql.get(_messages_select, by_types, by_tool, since, window)
+            statement = self._sql.get(
+                "normalized_sql.messages_select", by_types, by_tool, since, window
+            )
             rows = await tx.fetch(statement.sql, *statement.args(values))
             if window:
                 rows.reverse()  # the window came newest first
             return row, rows
         if options.last_messages == 0:
-            statement = self._sql.get(_state_select, owned, shared)
+            statement = self._sql.get("normalized_sql.state_select", owned, shared)
             row = await tx.fetchrow(statement.sql, *statement.args(values))
             return None if row is None else (row, [])
-        statement = self._sql.get(_state_and_window, owned, shared, by_types, by_tool, since)
+        statement = self._sql.get(
+            "normalized_sql.state_and_window", owned, shared, by_types, by_tool, since
+        )
         rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
@@ -518,7 +541,7 @@ class NormalizedBackend(DatabaseBackend):
         if options.focus_only:
             values["focus_areas"] = db.list_param(sorted(set(focus_areas)))
         statement = self._sql.get(
-            _items_select,
+            "normalized_sql.items_select",
             options.context_sources is not None,
             options.context_types is not None,
             options.focus_only,
@@ -549,7 +572,7 @@ class NormalizedBackend(DatabaseBackend):
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete a conversation (its rows go with it: ON DELETE CASCADE)."""
-        statement = self._sql.get(_delete_state, user_id is not None)
+        statement = self._sql.get("normalized_sql.delete_state", user_id is not None)
         values = {"conversation_id": conversation_id, "user_id": user_id}
         async with self._db.transaction() as tx:
             deleted = await tx.execute(statement.sql, *statement.args(values))
@@ -569,7 +592,7 @@ class NormalizedBackend(DatabaseBackend):
         one statement."""
         end = None if prefix is None else prefix_end(prefix)
         statement = self._sql.get(
-            _list_states,
+            "normalized_sql.list_states",
             user_id is not None,
             after is not None,
             prefix is not None,
@@ -597,364 +620,3 @@ class NormalizedBackend(DatabaseBackend):
             )
             for r in rows
         ]
-
-
-# -- statement builders (compiled once per dialect and shape: see statements.py) ------
-
-_states = tables.conversation_states
-
-
-def _owned_by(table: sa.Table) -> sa.ColumnElement[bool]:
-    """The row has no owner or is the caller's (parameter ``user_id``)."""
-    return sa.or_(table.c.user_id.is_(None), table.c.user_id == sa.bindparam("user_id"))
-
-
-def _delete_state(dialect: Dialect, owned: bool) -> sa.Delete:
-    statement = sa.delete(_states).where(
-        _states.c.conversation_id == sa.bindparam("conversation_id")
-    )
-    return statement.where(_owned_by(_states)) if owned else statement
-
-
-def _list_states(
-    dialect: Dialect,
-    by_user: bool,
-    after: bool,
-    by_prefix: bool,
-    bounded: bool,
-    order: str,
-    with_metadata: bool,
-) -> sa.Select[Any]:
-    """One page of conversations: ids in ``[prefix, prefix_end)`` (no end unless
-    ``bounded``), in id order or newest update first; after the conversation
-    ``after``."""
-    s = _states
-    metadata: Any = metadata_json(s.c.conversation_id, dialect) if with_metadata else sa.null()
-    statement = sa.select(
-        s.c.conversation_id,
-        s.c.user_id,
-        s.c.version,
-        s.c.message_count,
-        s.c.created_at,
-        s.c.updated_at,
-        metadata,
-    )
-    if by_user:
-        statement = statement.where(s.c.user_id == sa.bindparam("user_id"))
-    if by_prefix:
-        statement = statement.where(s.c.conversation_id >= sa.bindparam("prefix"))
-        if bounded:
-            statement = statement.where(s.c.conversation_id < sa.bindparam("prefix_end"))
-    if order == "id":
-        if after:
-            statement = statement.where(s.c.conversation_id > sa.bindparam("after"))
-        return statement.order_by(s.c.conversation_id).limit(sa.bindparam("limit"))
-    if after:
-        cursor = _states.alias("cursor")
-        at = (
-            sa.select(cursor.c.updated_at)
-            .where(cursor.c.conversation_id == sa.bindparam("after"))
-            .scalar_subquery()
-        )
-        statement = statement.where(
-            sa.or_(
-                s.c.updated_at < at,
-                sa.and_(s.c.updated_at == at, s.c.conversation_id > sa.bindparam("after")),
-            )
-        )
-    return statement.order_by(s.c.updated_at.desc(), s.c.conversation_id).limit(
-        sa.bindparam("limit")
-    )
-
-
-_messages_table = tables.conversation_messages
-_items = tables.memory_context_items
-# A message row as loaded: every column but conversation_id (seq, role, ...).
-_MESSAGE_COLUMNS = tuple(_messages_table.c)[1:]
-_ITEM_COLUMNS = tuple(_items.c)[1:]
-# The state row as loaded; the metadata aggregate follows it.
-_STATE_COLUMNS = tuple(
-    _states.c[name]
-    for name in (
-        "user_id",
-        "user_input",
-        "focus_areas",
-        "step_count",
-        "last_tool_result",
-        "version",
-        "message_count",
-        "created_at",
-        "updated_at",
-    )
-)
-# In the UNION of _state_and_window a message row has NULL state columns, the state
-# row NULL message columns.
-_STATE_AT = len(_MESSAGE_COLUMNS)
-
-
-def _state_select(dialect: Dialect, owned: bool, shared: bool) -> sa.Select[Any]:
-    """The state row of conversation ``conversation_id``, its metadata and, if
-    ``shared``, the shared state of the ``namespaces``."""
-    conversation_id: sa.BindParameter[str] = sa.bindparam("conversation_id")
-    columns = [*_STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")]
-    if shared:
-        columns.append(shared_json(dialect).label("shared"))
-    statement = sa.select(*columns).where(_states.c.conversation_id == conversation_id)
-    return statement.where(_owned_by(_states)) if owned else statement
-
-
-def _messages_of(
-    dialect: Dialect,
-    count: sa.ColumnElement[Any],
-    by_types: bool,
-    by_tool: bool,
-    since: bool,
-    window: bool,
-) -> sa.Select[Any]:
-    """The messages among the first ``count`` of conversation ``conversation_id``
-    that the options ask for: in seq order, or the window newest first."""
-    m = _messages_table
-    statement = sa.select(*_MESSAGE_COLUMNS).where(
-        m.c.conversation_id == sa.bindparam("conversation_id"), m.c.seq < count
-    )
-    if by_types:
-        statement = statement.where(any_of(m.c.message_type, "message_types", dialect))
-    if by_tool:
-        statement = statement.where(m.c.tool_name == sa.bindparam("tool_name"))
-    if since:
-        statement = statement.where(m.c.created_at >= sa.bindparam("since"))
-    if window:
-        return statement.order_by(m.c.seq.desc()).limit(sa.bindparam("last_messages"))
-    return statement.order_by(m.c.seq)
-
-
-def _messages_select(
-    dialect: Dialect, by_types: bool, by_tool: bool, since: bool, window: bool
-) -> sa.Select[Any]:
-    count = sa.bindparam("message_count", type_=sa.BigInteger)
-    return _messages_of(dialect, count, by_types, by_tool, since, window)
-
-
-def _state_and_window(
-    dialect: Dialect, owned: bool, shared: bool, by_types: bool, by_tool: bool, since: bool
-) -> ClauseElement:
-    """The state row and a window of messages in one statement: a UNION of the state
-    row (message columns NULL, sorted first) and the window's rows (state columns
-    NULL), the window bounded by the state row's message_count."""
-    state = _state_select(dialect, owned, shared).cte("s")
-    count = sa.select(state.c.message_count).scalar_subquery()
-    window = _messages_of(dialect, count, by_types, by_tool, since, True).subquery("w")
-    no_message = [sa.null()] * _STATE_AT
-    no_state = [sa.null()] * len(state.c)
-    return sa.union_all(sa.select(*no_message, *state.c), sa.select(*window.c, *no_state)).order_by(
-        sa.nulls_first(sa.literal_column("1"))
-    )
-
-
-def _items_select(
-    dialect: Dialect,
-    by_sources: bool,
-    by_types: bool,
-    focus_only: bool,
-    by_relevance: bool,
-    limited: bool,
-) -> sa.Select[Any]:
-    """The context items the options ask for: in id order, or the most relevant
-    ``context_limit`` (the caller puts them back in id order)."""
-    c = _items.c
-    statement = sa.select(*_ITEM_COLUMNS).where(
-        c.conversation_id == sa.bindparam("conversation_id")
-    )
-    if by_sources:
-        statement = statement.where(any_of(c.source, "context_sources", dialect))
-    if by_types:
-        statement = statement.where(any_of(c.context_type, "context_types", dialect))
-    if focus_only:
-        statement = statement.where(any_of(c.context_type, "focus_areas", dialect))
-    if by_relevance:
-        statement = statement.where(c.relevance_score >= sa.bindparam("min_relevance"))
-    if not limited:
-        return statement.order_by(c.item_id)
-    return statement.order_by(c.relevance_score.desc(), c.item_id).limit(
-        sa.bindparam("context_limit")
-    )
-
-
-_metadata = tables.memory_metadata
-# What a write of the state row returns.
-_STATE_RETURNING = tuple(
-    _states.c[name]
-    for name in ("version", "message_count", "next_item_id", "user_id", "created_at")
-)
-
-
-def _of_conversation(table: sa.Table) -> sa.ColumnElement[bool]:
-    return table.c.conversation_id == sa.bindparam("conversation_id")
-
-
-def _insert_row(dialect: Dialect, table: str) -> sa.Insert:
-    """An INSERT of one row of ``table``, its values in the table's column order (as
-    the rows ``_write`` builds)."""
-    return sa.insert(tables.metadata.tables[table])
-
-
-def _delete_all_of(dialect: Dialect, table: str) -> sa.Delete:
-    """Parameters: conversation_id."""
-    target = tables.metadata.tables[table]
-    return sa.delete(target).where(_of_conversation(target))
-
-
-def _delete_messages_from(dialect: Dialect) -> sa.Delete:
-    """Parameters: conversation_id, the first seq to delete."""
-    m = _messages_table
-    return sa.delete(m).where(_of_conversation(m), m.c.seq >= sa.bindparam("truncate_from"))
-
-
-def _pop_messages(dialect: Dialect) -> Any:
-    """Parameters: conversation_id, the first seq to remove; RETURNING the removed
-    messages as loaded."""
-    m = _messages_table
-    return (
-        sa.delete(m)
-        .where(_of_conversation(m), m.c.seq >= sa.bindparam("pop_from"))
-        .returning(*_MESSAGE_COLUMNS)
-    )
-
-
-def _delete_items(dialect: Dialect) -> sa.Delete:
-    """Parameters: conversation_id, the item ids (``list_param``)."""
-    return sa.delete(_items).where(
-        _of_conversation(_items), any_of(_items.c.item_id, "item_ids", dialect)
-    )
-
-
-def _delete_metadata(dialect: Dialect) -> sa.Delete:
-    """Parameters: conversation_id, the keys (``list_param``)."""
-    return sa.delete(_metadata).where(
-        _of_conversation(_metadata), any_of(_metadata.c.key, "keys", dialect)
-    )
-
-
-def _upsert(dialect: Dialect, table: sa.Table) -> Any:
-    """The dialect's INSERT with ON CONFLICT."""
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    return insert(table)
-
-
-def _upsert_metadata(dialect: Dialect) -> Any:
-    """Parameters: conversation_id, key, value (the table's order)."""
-    statement = _upsert(dialect, _metadata)
-    return statement.on_conflict_do_update(
-        index_elements=[_metadata.c.conversation_id, _metadata.c.key],
-        set_={"value": statement.excluded.value},
-    )
-
-
-def _insert_state(dialect: Dialect) -> Any:
-    """Create the state row of a replacing save, unless it exists; RETURNING it."""
-    now: sa.BindParameter[Any] = sa.bindparam("now")
-    values: dict[str, Any] = {name: sa.bindparam(name) for name in SCALARS}
-    values.update(
-        conversation_id=sa.bindparam("conversation_id"),
-        user_id=sa.bindparam("user_id"),
-        version=sa.literal_column("1"),
-        message_count=sa.bindparam("message_count"),
-        next_item_id=sa.bindparam("next_item_id"),
-        created_at=now,
-        updated_at=now,
-    )
-    statement = _upsert(dialect, _states).values(values)
-    return statement.on_conflict_do_nothing(index_elements=[_states.c.conversation_id]).returning(
-        *_STATE_RETURNING
-    )
-
-
-def _probe_state(dialect: Dialect) -> sa.Select[Any]:
-    """Parameters: conversation_id."""
-    return sa.select(_states.c.version, _states.c.user_id).where(_of_conversation(_states))
-
-
-def _update_state(
-    dialect: Dialect,
-    count: str,
-    add_items: bool,
-    scalars: tuple[str, ...],
-    owned: bool,
-    versioned: bool,
-    counted: bool,
-) -> sa.Update:
-    """The UPDATE of a write's state row, RETURNING it: a new version, the message
-    count set (``count == "set"``) or raised (``"add"``), item ids taken, the
-    ``scalars`` set. ``owned``, ``versioned`` and ``counted`` add the conditions the
-    write expects; no row matches when one fails."""
-    s = _states
-    one: sa.ColumnClause[Any] = sa.literal_column("1")
-    values: dict[str, Any] = {
-        "updated_at": sa.bindparam("set_updated_at"),
-        "version": s.c.version + one,
-    }
-    if count == "set":
-        values["message_count"] = sa.bindparam("set_message_count")
-    elif count == "add":
-        values["message_count"] = s.c.message_count + sa.bindparam("n_messages")
-    elif count == "pop":
-        n_pop = sa.bindparam("n_pop", type_=sa.BigInteger)
-        kept = sa.case((s.c.message_count > n_pop, s.c.message_count - n_pop), else_=0)
-        values["message_count"] = kept + sa.bindparam("n_messages", type_=sa.BigInteger)
-    if add_items:
-        values["next_item_id"] = s.c.next_item_id + sa.bindparam("n_items")
-    for name in scalars:
-        values[name] = sa.bindparam("set_" + name)
-    statement = sa.update(s).values(values).where(_of_conversation(s))
-    if owned:
-        statement = statement.where(_owned_by(s))
-    if versioned:
-        statement = statement.where(s.c.version == sa.bindparam("expected_version"))
-    if counted:
-        # Rewriting from truncate_from must not delete messages appended since the
-        # state was loaded: no row matches then, and the probe raises VersionConflict.
-        statement = statement.where(s.c.message_count == sa.bindparam("expected_count"))
-    return statement.returning(*_STATE_RETURNING)
-
-
-# The columns of an appended message that come from parameters (new_<name>): all but
-# its key, which the statement computes.
-_NEW_MESSAGE = tuple(c.name for c in _messages_table.c if not c.primary_key)
-
-
-def _append_messages(dialect: Dialect, one: bool, *update: Any) -> sa.Select[Any]:
-    """PostgreSQL: ``_update_state`` and the INSERT of the appended messages in one
-    statement, the UPDATE's RETURNING giving their seqs (a data-modifying WITH)."""
-    m = _messages_table
-    state = _update_state(dialect, *update).cte("s")
-    new: Any
-    if one:
-        new = sa.select(
-            *(
-                sa.cast(sa.bindparam("new_" + name), cast_type(m.c[name], dialect)).label(name)
-                for name in _NEW_MESSAGE
-            ),
-            sa.literal_column("1").label("i"),
-        ).subquery("t")
-    else:
-        new = (
-            sa.func.unnest(
-                *(
-                    sa.cast(
-                        sa.bindparam("new_" + name),
-                        postgresql.ARRAY(cast_type(m.c[name], dialect)),
-                    )
-                    for name in _NEW_MESSAGE
-                )
-            )
-            .table_valued(*_NEW_MESSAGE, with_ordinality="i")
-            .render_derived(name="t")
-        )
-    first = state.c.message_count - sa.bindparam("n_messages", type_=sa.BigInteger)
-    rows = sa.select(
-        sa.bindparam("conversation_id"),
-        first + new.c.i - sa.literal_column("1"),
-        *(new.c[name] for name in _NEW_MESSAGE),
-    ).select_from(state, new)
-    insert = sa.insert(m).from_select([c.name for c in m.c], rows).cte("m")
-    return sa.select(*state.c).add_cte(insert)

@@ -1,39 +1,33 @@
-"""Runtime SQL, built once from the table definitions in ``tables.py``.
+"""Runtime SQL: statements built once from the table definitions in ``tables.py``.
 
-Statements are SQLAlchemy Core expressions over those tables, compiled once per
-dialect and shape (which optional clauses are present) into the text and the order of
-its parameters for the raw driver: ``$n`` for asyncpg, ``?`` for ``sqlite3``. Nothing
-is compiled per call after the first of its shape, and no text is rewritten. Where the
-engines differ (list parameters, aggregating metadata), the builder asks the dialect.
+A statement is a builder, a function of the dialect and a shape (which optional
+clauses are present) returning a SQLAlchemy Core expression; the builders live beside
+their users (``normalized_sql``, ``legacy_sql``, ``maintenance_sql``, and ``compile``
+for what they share). ``Statements.get("normalized_sql.state_select", *shape)``
+compiles one once per engine and shape into the text and the order of its parameters
+for the raw driver: ``$n`` for asyncpg, ``?`` for ``sqlite3``. Nothing is compiled per
+call after the first of its shape, and no text is rewritten.
+
+The compiled text of the statements that opening a store, loading, listing and a
+turn's write use ships with the package (``precompiled.json``, written by
+``python -m statestore.backends.sql.precompile`` and checked against a fresh compile
+by the tests): a short-lived process such as ``statestore show`` then never imports
+SQLAlchemy. Any other statement is compiled on first use.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Mapping
+import importlib
+import json
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine.interfaces import BindTyping
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement
+__all__ = ["Compiled", "Statements", "compile_fresh", "prefix_end", "statements_for"]
 
-from . import tables
-
-__all__ = [
-    "Compiled",
-    "Statements",
-    "any_of",
-    "bulk_insert",
-    "cast_type",
-    "dialect_for",
-    "metadata_json",
-    "prefix_end",
-    "statements_for",
-]
+PRECOMPILED = Path(__file__).with_name("precompiled.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,117 +47,58 @@ class Compiled:
 
 
 @functools.cache
-def dialect_for(engine: str) -> Dialect:
-    """The dialect statements are compiled with for ``engine`` (``postgresql`` or
-    ``sqlite``), in the raw driver's parameter style."""
-    if engine == "postgresql":
-        # SQLAlchemy's constructor is untyped.
-        dialect: Dialect = postgresql.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
-        # Plain $n, no "::VARCHAR" casts: asyncpg learns each parameter's type from
-        # the server when it prepares the statement.
-        dialect.bind_typing = BindTyping.NONE
-        return dialect
-    if engine == "sqlite":
-        return sqlite.dialect(paramstyle="qmark")
-    raise ValueError(f"no SQL dialect for engine {engine!r}")
-
-
-def compile_statement(statement: ClauseElement, dialect: Dialect) -> Compiled:
-    """``statement``'s text and parameter order for ``dialect``."""
-    compiled = statement.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    names = tuple(compiled.positiontup or ())
-    fixed = {
-        name: bind.value
-        for name, bind in compiled.binds.items()
-        if name in names and not bind.required
-    }
-    return Compiled(str(compiled), names, fixed)
-
-
-@functools.cache
-def statements_for(dialect: Dialect) -> Statements:
-    """The one ``Statements`` of ``dialect`` (shared by every store using it)."""
-    return Statements(dialect)
+def statements_for(engine: str) -> Statements:
+    """The one ``Statements`` of ``engine`` (``sqlite`` or ``postgresql``), shared by
+    every store using it."""
+    return Statements(engine)
 
 
 class Statements:
-    """The compiled statements of one dialect, each built and compiled on first use
-    and kept (a shape is a few flags, so there are few)."""
+    """The compiled statements of one engine, each compiled on first use and kept (a
+    shape is a few flags, so there are few)."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self._cache: dict[Hashable, Compiled] = {}
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self._cache: dict[tuple[str, tuple[Hashable, ...]], Compiled] = {}
 
-    def get(self, build: Callable[..., ClauseElement], *shape: Hashable) -> Compiled:
-        """``build(dialect, *shape)`` compiled, once per ``(build, shape)``."""
-        key = (build, shape)
+    def get(self, builder: str, *shape: Hashable) -> Compiled:
+        """The statement ``builder`` (``"module.function"`` in this package) builds
+        for ``shape``, compiled."""
+        key = (builder, shape)
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = compile_statement(build(self.dialect, *shape), self.dialect)
+            shipped = _precompiled(self.engine).get(statement_key(builder, shape))
+            if shipped is not None:
+                sql, names, fixed = shipped
+                compiled = Compiled(sql, tuple(names), fixed)
+            else:
+                compiled = compile_fresh(self.engine, builder, shape)
             self._cache[key] = compiled
         return compiled
 
 
-def any_of(column: sa.ColumnElement[Any], name: str, dialect: Dialect) -> sa.ColumnElement[bool]:
-    """``column`` is in the list bound to parameter ``name`` (one parameter whatever
-    the list's length, so one statement text serves every length): an array on
-    PostgreSQL, a JSON array text on SQLite (the adapter's ``list_param``)."""
-    if dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
-    values: sa.Select[Any] = sa.select(sa.literal_column("value")).select_from(
-        sa.func.json_each(sa.bindparam(name)).table_valued("value")
-    )
-    return column.in_(values.scalar_subquery())
+def statement_key(builder: str, shape: tuple[Hashable, ...]) -> str:
+    """The name of one statement of one shape in ``precompiled.json``."""
+    return f"{builder}{shape!r}"
 
 
-def metadata_json(conversation_id: sa.ColumnElement[Any], dialect: Dialect) -> Any:
-    """A scalar subquery: one conversation's metadata as JSON text
-    ``[[key, "<value JSON text>"], ...]``, or NULL. Reading one conversation, give it
-    the parameter, not the outer row's column: Citus routes a statement to one shard
-    only if every table reference names the id. (A listing gives the outer column.)"""
-    m = tables.memory_metadata
-    rows: sa.ColumnElement[Any]
-    if dialect.name == "postgresql":
-        rows = sa.cast(
-            sa.func.json_agg(sa.func.json_build_array(m.c.key, sa.cast(m.c.value, sa.Text))),
-            sa.Text,
-        )
-    else:
-        rows = sa.func.json_group_array(sa.func.json_array(m.c.key, m.c.value))
-    return sa.select(rows).where(m.c.conversation_id == conversation_id).scalar_subquery()
+def compile_fresh(engine: str, builder: str, shape: tuple[Hashable, ...]) -> Compiled:
+    """Build and compile a statement with SQLAlchemy (imported here)."""
+    from . import compile as compiling
+
+    module, _, name = builder.rpartition(".")
+    build = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    dialect = compiling.dialect_for(engine)
+    return compiling.compile_statement(build(dialect, *shape), dialect)
 
 
-def cast_type(column: sa.Column[Any], dialect: Dialect) -> Any:
-    """The type to cast a parameter (or array element) to for ``column``: its own,
-    but strings as TEXT: a cast to VARCHAR(n) would silently cut a longer value,
-    where the column's own assignment refuses it."""
-    if isinstance(column.type.dialect_impl(dialect), sa.String) and not isinstance(
-        column.type.dialect_impl(dialect), sa.Text
-    ):
-        return sa.Text()
-    return column.type
-
-
-def bulk_insert(dialect: Dialect, table: str) -> ClauseElement:
-    """Many rows of ``table`` in the table's column order, by the engine's bulk path
-    (the adapter's ``Tx.copy_rows``): on PostgreSQL one statement with an array per
-    column, on SQLite the one-row INSERT, run by ``executemany``.
-
-    On PostgreSQL the unnests are in the select list, not ``FROM unnest(...)``: there
-    they stream row by row, in step, where a function in FROM first copies its whole
-    result into a tuplestore (which spills to disk past ``work_mem`` for a large
-    save)."""
-    target = tables.metadata.tables[table]
-    if dialect.name != "postgresql":
-        return sa.insert(target)
-    arrays = [
-        sa.func.unnest(
-            sa.cast(sa.bindparam(column.name), postgresql.ARRAY(cast_type(column, dialect)))
-        )
-        for column in target.c
-    ]
-    return sa.insert(target).from_select([c.name for c in target.c], sa.select(*arrays))
+@functools.cache
+def _precompiled(engine: str) -> dict[str, list[Any]]:
+    try:
+        shipped: dict[str, dict[str, list[Any]]] = json.loads(PRECOMPILED.read_text("utf-8"))
+    except FileNotFoundError:  # a checkout before the first precompile: compile all
+        return {}
+    return shipped.get(engine, {})
 
 
 def prefix_end(prefix: str) -> str | None:
