@@ -341,22 +341,35 @@ async def test_a_cancelled_write_still_ends_then_raises_the_cancellation(
     assert await StatestoreSession(session_id, store).get_items() == ITEMS[:1]
 
 
-async def test_concurrent_writers_lose_nothing(store: Store, session_id: str) -> None:
+async def test_concurrent_writers_lose_nothing(
+    store: Store, session_id: str, request: pytest.FixtureRequest
+) -> None:
     """Tasks on this loop and threads with loops of their own append to one session at
     once (the first ones race to create it)."""
+    if store.name == "dual":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="the dual backend's mirror shares a future between writers, which "
+                "fails for writers on different event loops (dual.py, _mirror)",
+            )
+        )
     session = StatestoreSession(session_id, store)
 
     def in_thread(n: int) -> None:
         asyncio.run(session.add_items([{"role": "user", "content": f"thread {n}"}]))
 
-    threads = [threading.Thread(target=in_thread, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=in_thread, args=(n,), daemon=True) for n in range(4)]
     for thread in threads:
         thread.start()
-    await asyncio.gather(
-        *(session.add_items([{"role": "user", "content": f"task {n}"}]) for n in range(8))
-    )
-    for thread in threads:
-        await asyncio.to_thread(thread.join)
+    try:
+        await asyncio.gather(
+            *(session.add_items([{"role": "user", "content": f"task {n}"}]) for n in range(8))
+        )
+    finally:
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 10)
+    assert not any(thread.is_alive() for thread in threads)
     contents = sorted(item["content"] for item in await session.get_items())  # type: ignore[typeddict-item]
     assert contents == sorted([f"task {n}" for n in range(8)] + [f"thread {n}" for n in range(4)])
 
