@@ -36,11 +36,14 @@ report nothing of their own.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
 import os
 import random
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -82,6 +85,52 @@ def split_target(spec: str, default_url: str | None = None) -> tuple[str, str | 
     if not name or not rest:
         raise ValidationError("target", f"must be NAME:URL, got {mask_url(spec)!r}")
     return name, rest
+
+
+class _AnyLoopLock:
+    """A lock for coroutines on any event loop, in any thread (``asyncio.Lock`` serves
+    one loop): the holder hands it to the first waiter, on that waiter's loop."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locked = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        with self._guard:
+            if not self._locked:
+                self._locked = True
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._guard:
+                if waiter in self._waiters:  # not handed the lock: just leave
+                    self._waiters.remove(waiter)
+                    raise
+            if not waiter.cancelled():  # handed the lock, then cancelled: pass it on
+                self.release()
+            # else _hand_over, still to run on this loop, passes it on
+            raise
+
+    def release(self) -> None:
+        with self._guard:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                try:
+                    waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter)
+                    return
+                except RuntimeError:  # its loop has closed: the next one
+                    continue
+            self._locked = False
+
+    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled():
+            self.release()
+        else:
+            waiter.set_result(None)
 
 
 def in_rollout(conversation_id: str, percent: float, prefixes: tuple[str, ...]) -> bool:
@@ -128,8 +177,11 @@ class DualBackend:
         self.rollout_percent = rollout_percent
         self.rollout_prefixes = tuple(rollout_prefixes)
         self._hook = hook
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._queued: dict[str, asyncio.Future[Exception | None]] = {}
+        # Shared by the callers of every event loop and thread: the guard makes each
+        # change to the two dicts one step.
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[_AnyLoopLock, int]] = {}
+        self._queued: dict[str, concurrent.futures.Future[Exception | None]] = {}
 
     def __repr__(self) -> str:
         return f"<DualBackend primary={self.primary_backend!r} shadow={self.shadow_backend!r}>"
@@ -201,17 +253,22 @@ class DualBackend:
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, conversation_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
-        self._locks[conversation_id] = (lock, users + 1)
+        with self._guard:
+            lock, users = self._locks.get(conversation_id, (_AnyLoopLock(), 0))
+            self._locks[conversation_id] = (lock, users + 1)
         try:
-            async with lock:
+            await lock.acquire()
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
-            lock, users = self._locks[conversation_id]
-            if users == 1:
-                del self._locks[conversation_id]
-            else:
-                self._locks[conversation_id] = (lock, users - 1)
+            with self._guard:
+                lock, users = self._locks[conversation_id]
+                if users == 1:
+                    del self._locks[conversation_id]
+                else:
+                    self._locks[conversation_id] = (lock, users - 1)
 
     async def _mirror(
         self,
@@ -226,12 +283,16 @@ class DualBackend:
         its turn share it: it has not read the source yet, so it carries their writes
         too (a hot conversation is copied once per turn of the lock, not once per write).
         """
-        queued = self._queued.get(conversation_id)
-        if queued is not None:
-            outcome = await asyncio.shield(queued)
+        with self._guard:
+            queued = self._queued.get(conversation_id)
+            sharing = queued is not None
+            if queued is None:
+                queued = self._queued[conversation_id] = concurrent.futures.Future()
+        if sharing:
+            # wrap_future answers on this loop whichever thread sets it; shielded, a
+            # cancelled sharer never cancels the mirror the others wait for.
+            outcome = await asyncio.shield(asyncio.wrap_future(queued))
         else:
-            queued = asyncio.get_running_loop().create_future()
-            self._queued[conversation_id] = queued
             outcome = None
             completed = False
             try:
@@ -239,15 +300,17 @@ class DualBackend:
                     async with self._one_at_a_time(conversation_id):
                         # From now on a new write needs a new mirror: this one may read
                         # the source before it.
-                        if self._queued.get(conversation_id) is queued:
-                            del self._queued[conversation_id]
+                        with self._guard:
+                            if self._queued.get(conversation_id) is queued:
+                                del self._queued[conversation_id]
                         await self._copy_over(conversation_id, source, follower)
                 except Exception as exc:
                     outcome = exc
                 completed = True
             finally:
-                if self._queued.get(conversation_id) is queued:
-                    del self._queued[conversation_id]
+                with self._guard:
+                    if self._queued.get(conversation_id) is queued:
+                        del self._queued[conversation_id]
                 # Sharers get our outcome; if we were cancelled, an error, never a hang.
                 queued.set_result(outcome if completed else StateStoreError("mirror cancelled"))
         if outcome is not None:
