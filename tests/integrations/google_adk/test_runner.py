@@ -133,15 +133,6 @@ async def test_an_agent_remembers_across_turns_and_a_reopened_store(
 def test_runner_run_sync(adk_engine: str, adk_url: str, request: pytest.FixtureRequest) -> None:
     """``Runner.run``, ADK's synchronous entry point, runs the agent on a thread and
     event loop of its own, not the one the store was opened on."""
-    if adk_engine == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=RuntimeError,
-                reason="a PostgreSQL store is bound to the loop that opened it until "
-                "issue 11 item 1 (a store usable from any loop) lands; then drop this",
-            )
-        )
     model = ScriptedModel(
         model="scripted", script=[types.Part(text="Hi Ada."), types.Part(text="Ada.")]
     )

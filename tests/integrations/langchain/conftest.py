@@ -12,14 +12,11 @@ import pytest
 import statestore
 from statestore.testing.plugin import BackendTarget
 
-from .pending import skip_without_any_loop
-
 
 @pytest.fixture
 def sync_store(
     backend_target: BackendTarget, store_url: str | None
 ) -> Iterator[statestore.SyncStore]:
     """An open SyncStore on ``backend_target`` (a fresh database)."""
-    skip_without_any_loop()
     with statestore.open_store_sync(backend_target.backend, url=store_url) as opened:
         yield opened

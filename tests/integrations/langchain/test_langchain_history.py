@@ -40,7 +40,6 @@ from statestore.integrations.langchain import StatestoreChatMessageHistory
 from statestore.testing.plugin import BackendTarget
 
 from .kinds import KINDS, MESSAGES
-from .pending import skip_without_any_loop
 
 # RunnableWithMessageHistory is what these tests exercise; langchain-core 1.x warns
 # that it is deprecated in favour of LangGraph persistence (still there until 2.0).
@@ -100,8 +99,6 @@ async def test_sync_methods_over_an_async_store(
 ) -> None:
     """The sync methods work over an async Store, called from a thread with no loop and
     from inside a running loop."""
-    if backend_target.engine == "postgresql":
-        skip_without_any_loop()
     history = StatestoreChatMessageHistory(_session(), store)
     await asyncio.to_thread(history.add_messages, MESSAGES[:3])
     history.add_messages(MESSAGES[3:])  # inside this test's running loop

@@ -38,7 +38,6 @@ import statestore
 from statestore.testing.plugin import scratch_database
 
 from ..sdist import framework_tests
-from .pending import skip_without_any_loop
 
 HERE = Path(__file__).resolve().parent
 VERSION = importlib.metadata.version("langchain-core")
@@ -138,8 +137,6 @@ def _conversations(backend: str, url: str) -> list[str]:
 
 
 def _check(backend: str, url: str, kind: str, tmp_path: Path) -> None:
-    if kind == "sync" or backend == "postgres":
-        skip_without_any_loop()
     outcomes, fixtures = _run_upstream(backend, url, kind, tmp_path)
     history = [node for node in outcomes if "test_history.py" in node]
     assert len(history) >= HISTORY_TESTS, sorted(history)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import langchain_core.chat_history
+import pytest
 from langchain_core.messages import BaseMessage
 
 import statestore
@@ -65,6 +66,19 @@ def pytest_configure(config: Any) -> None:
         asyncio.run_coroutine_threadsafe(store.__aenter__(), _loop).result()
         _store = store
     langchain_core.chat_history.InMemoryChatMessageHistory = StoreBackedHistory  # type: ignore[misc]
+
+
+@pytest.fixture(autouse=True)
+def _driver_reads_its_password_file(request: pytest.FixtureRequest) -> None:
+    """langchain-core's blockbuster fixture fails any blocking call on the event loop.
+    asyncpg makes one of its own when it opens a connection without a password: it
+    looks for ~/.pgpass and its SSL files while parsing the connection arguments (stat,
+    abspath). Those calls are the driver's, not the history's; every other blocking
+    call still fails the test."""
+    if "blockbuster" in request.fixturenames:
+        blockbuster = request.getfixturevalue("blockbuster")
+        for function in blockbuster.functions.values():
+            function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
 
 
 def pytest_runtest_setup(item: Any) -> None:

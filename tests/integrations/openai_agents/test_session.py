@@ -346,14 +346,6 @@ async def test_concurrent_writers_lose_nothing(
 ) -> None:
     """Tasks on this loop and threads with loops of their own append to one session at
     once (the first ones race to create it)."""
-    if store.name == "dual":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the dual backend's mirror shares a future between writers, which "
-                "fails for writers on different event loops (dual.py, _mirror)",
-            )
-        )
     session = StatestoreSession(session_id, store)
 
     def in_thread(n: int) -> None:

@@ -67,7 +67,7 @@ class Statements:
         key = (builder, shape)
         compiled = self._cache.get(key)
         if compiled is None:
-            shipped = _precompiled(self.engine).get(statement_key(builder, shape))
+            shipped = _SHIPPED.get(self.engine, {}).get(statement_key(builder, shape))
             if shipped is not None:
                 sql, names, fixed = shipped
                 compiled = Compiled(sql, tuple(names), fixed)
@@ -92,13 +92,17 @@ def compile_fresh(engine: str, builder: str, shape: tuple[Hashable, ...]) -> Com
     return compiling.compile_statement(build(dialect, *shape), dialect)
 
 
-@functools.cache
-def _precompiled(engine: str) -> dict[str, list[Any]]:
+def _load_shipped() -> dict[str, dict[str, list[Any]]]:
     try:
         shipped: dict[str, dict[str, list[Any]]] = json.loads(PRECOMPILED.read_text("utf-8"))
     except FileNotFoundError:  # a checkout before the first precompile: compile all
         return {}
-    return shipped.get(engine, {})
+    return shipped
+
+
+# Read when the module is imported, like its code: reading it at a store's first
+# statement would be a blocking call on the caller's event loop.
+_SHIPPED = _load_shipped()
 
 
 def prefix_end(prefix: str) -> str | None:
