@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import (
@@ -71,34 +71,13 @@ from statestore import (
     Message,
     StatePatch,
     Store,
+    SyncStore,
     ValidationError,
 )
 
 __all__ = ["StatestoreChatMessageHistory"]
 
 T = TypeVar("T")
-
-
-class _SyncStore(Protocol):
-    """What this module uses of a ``statestore.SyncStore`` (``open_store_sync()``): the
-    async Store it wraps and its blocking methods. Recognised by that Store, so this
-    module needs nothing of the sync facade but its documented surface."""
-
-    @property
-    def store(self) -> Store: ...
-
-    def load_state(self, conversation_id: str, *, user_id: str | None = None) -> AgentState: ...
-
-    def update_state(
-        self,
-        conversation_id: str,
-        patch: StatePatch,
-        *,
-        user_id: str | None = None,
-        create: bool = False,
-    ) -> Any: ...
-
-    def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool: ...
 
 
 # The role each LangChain class is stored under (ChatMessage: its own role).
@@ -139,15 +118,15 @@ class StatestoreChatMessageHistory(BaseChatMessageHistory):
     """
 
     def __init__(
-        self, session_id: str, store: Store | _SyncStore, *, user_id: str | None = None
+        self, session_id: str, store: Store | SyncStore, *, user_id: str | None = None
     ) -> None:
         super().__init__()
         if isinstance(store, Store):
-            self._sync: _SyncStore | None = None
+            self._sync: SyncStore | None = None
             self._store: Store = store
-        elif isinstance(getattr(store, "store", None), Store):  # a SyncStore
+        elif isinstance(store, SyncStore):
             self._sync = store
-            self._store = self._sync.store
+            self._store = store.store
         else:
             raise TypeError(
                 f"store must be a statestore Store or SyncStore, not {type(store).__name__}"
