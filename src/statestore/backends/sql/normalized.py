@@ -574,8 +574,8 @@ class NormalizedBackend(DatabaseBackend):
         """Delete a conversation (its rows go with it: ON DELETE CASCADE)."""
         statement = self._sql.get("normalized_sql.delete_state", user_id is not None)
         values = {"conversation_id": conversation_id, "user_id": user_id}
-        async with self._db.transaction() as tx:
-            deleted = await tx.execute(statement.sql, *statement.args(values))
+        args = statement.args(values)
+        deleted = await self._db.run(lambda tx: tx.execute(statement.sql, *args), write=True)
         return deleted > 0
 
     async def list_conversations(
