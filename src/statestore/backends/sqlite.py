@@ -32,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import queue
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -96,12 +98,6 @@ def _translate(exc: sqlite3.Error, path: Path) -> StateStoreError:
     return StateStoreError(f"SQLite file {path}: {exc}")
 
 
-async def _backoff(attempt: int) -> None:
-    """Wait before retrying a locked file: 10 ms doubling up to 1 s, jittered so that
-    processes contending for one file do not retry in step."""
-    await asyncio.sleep(min(0.01 * 2**attempt, 1.0) * (1 + random.random()))
-
-
 def _fixed_width(text: str) -> str:
     """orjson's text of a UTC datetime as the stored form, fixed width so that text
     order is time order: ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (orjson leaves out a
@@ -135,76 +131,108 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 class _Tx:
-    """The store's connection as a ``Tx``. In an operation body (on the backend's own
-    loop) a statement runs at once; inside ``transaction()`` (on the caller's loop)
-    each statement is one hop to the backend's thread."""
+    """The store's connection as a ``Tx``. In an operation (on the backend's thread) a
+    statement runs at once; inside ``transaction()`` (on the caller's loop) each
+    statement is one hop to the backend's thread, through that transaction's queue."""
 
-    __slots__ = ("_db",)
+    __slots__ = ("_db", "_jobs")
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, jobs: _Queue | None = None) -> None:
         self._db = db
+        self._jobs = jobs
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db._call(_fetch, sql, args)
+        return await self._db._call(self._jobs, _fetch, sql, args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._db._call(_fetchrow, sql, args)
+        return await self._db._call(self._jobs, _fetchrow, sql, args)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._db._call(_execute, sql, args)
+        return await self._db._call(self._jobs, _execute, sql, args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db._call(_executemany, sql, rows)
+        await self._db._call(self._jobs, _executemany, sql, rows)
 
     async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         # executemany is SQLite's bulk path (sql: the one-row INSERT).
-        await self._db._call(_executemany, sql, rows)
+        await self._db._call(self._jobs, _executemany, sql, rows)
 
 
-def _settle(task: asyncio.Task[T], outcome: asyncio.Future[T]) -> None:
-    """Give ``task``'s outcome (on the backend's loop) to ``outcome`` (on the caller's)."""
-    if outcome.cancelled():  # the caller was cancelled (and cancelled the task)
-        return
-    if task.cancelled():  # by the store closing under it
-        outcome.set_exception(StateStoreError("the store was closed during this call"))
-    elif (exc := task.exception()) is not None:
+class _Job:
+    """One call handed to the backend's thread: ``work(job)`` runs there, and its
+    outcome is set on ``outcome`` on the caller's loop (None: nobody waits)."""
+
+    __slots__ = ("caller", "outcome", "work")
+
+    def __init__(
+        self,
+        work: Callable[[_Job], Any],
+        caller: asyncio.AbstractEventLoop | None,
+        outcome: asyncio.Future[Any] | None,
+    ) -> None:
+        self.work = work
+        self.caller = caller
+        self.outcome = outcome
+
+    def abandoned(self) -> bool:
+        """Whether the caller stopped waiting (cancelled). Read across threads: a
+        caller cancelled a moment later gets its call run whole, result dropped."""
+        return self.outcome is not None and self.outcome.cancelled()
+
+    def run(self) -> None:
+        if self.abandoned():  # cancelled before its turn: never started
+            return
+        try:
+            result = self.work(self)
+        except BaseException as exc:  # the caller's to handle, on its loop
+            self._answer(_settle_exception, exc)
+        else:
+            self._answer(_settle_result, result)
+
+    def _answer(self, settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+        if self.caller is None or self.outcome is None:
+            return
+        # A caller whose loop has closed meanwhile (its asyncio.run ended) is waiting
+        # for nothing any more.
+        with contextlib.suppress(RuntimeError):
+            self.caller.call_soon_threadsafe(settle, self.outcome, value)
+
+
+_Queue = queue.SimpleQueue[_Job | None]
+_STOP = None  # the last item of the backend's queue: its thread ends there
+
+
+def _settle_result(outcome: asyncio.Future[Any], result: Any) -> None:
+    if not outcome.done():  # else the caller was cancelled meanwhile
+        outcome.set_result(result)
+
+
+def _settle_exception(outcome: asyncio.Future[Any], exc: BaseException) -> None:
+    if not outcome.done():
         outcome.set_exception(exc)
-    else:
-        outcome.set_result(task.result())
 
 
-def _answer(
-    caller: asyncio.AbstractEventLoop, task: asyncio.Task[T], outcome: asyncio.Future[T]
-) -> None:
-    """Hand ``task``'s outcome to the caller's loop. A caller whose loop has closed
-    meanwhile (its ``asyncio.run`` ended) is waiting for nothing any more."""
-    with contextlib.suppress(RuntimeError):
-        caller.call_soon_threadsafe(_settle, task, outcome)
+class _Abandoned(Exception):
+    """The caller of a call waiting out a locked file was cancelled: the call stops
+    there, before anything was written."""
 
 
-async def _end_leftovers() -> None:
-    """Calls handed over while the store closed: started, then ended where they
-    wait (as asyncio.run ends its own tasks), so that every caller gets an answer."""
-    await asyncio.sleep(0)  # the starts already queued run first
-    pending = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _serve(loop: asyncio.AbstractEventLoop, stopped: concurrent.futures.Future[None]) -> None:
-    """The backend's thread: its loop, until ``close`` stops it."""
+def _run_to_end(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an operation body on the backend's thread. A body does its I/O through its
+    ``Tx`` only (``Database.run``), whose statements run here and return at once, so
+    the coroutine ends at its first step; one that would suspend is a bug."""
     try:
-        loop.run_forever()
-        loop.run_until_complete(_end_leftovers())
-    finally:
-        loop.close()
-        stopped.set_result(None)
+        coro.send(None)
+    except StopIteration as end:
+        result: T = end.value
+        return result
+    coro.close()
+    raise StateStoreError("a SQLite operation body awaited something other than its Tx")
 
 
 class SqliteDatabase:
-    """One ``sqlite3`` connection in a thread (and event loop) of its own, shared by
-    the operations of one store in turn."""
+    """One ``sqlite3`` connection in a thread of its own, serving the operations of
+    one store in turn from a queue."""
 
     engine = "sqlite"
     writers_take_turns = True
@@ -224,139 +252,122 @@ class SqliteDatabase:
         self.busy_timeout = busy_timeout
         self.retries = retries
         self._tx = _Tx(self)
-        # Set by connect: the backend's loop and its thread, and, used only on that
-        # thread, the connection and the lock operations take turns on.
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Set by connect: the queue of calls, the thread serving it and its end.
+        # ``_guard`` orders puts against the last item (nothing is put after it).
+        self._jobs: _Queue | None = None
         self._thread_id: int | None = None
         self._stopped: concurrent.futures.Future[None] | None = None
+        self._guard = threading.Lock()
+        # Used on the backend's thread only: the connection, and the queue of the
+        # transaction() under way (served alone until it ends).
         self._conn: sqlite3.Connection | None = None
-        self._lock: asyncio.Lock | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._held: _Queue | None = None
 
     # -- the backend's thread ------------------------------------------------------
 
     async def connect(self, migrate: bool | None) -> None:
-        if self._loop is not None:
+        if self._jobs is not None:
             return
-        loop = asyncio.new_event_loop()
+        jobs: _Queue = queue.SimpleQueue()
         stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         thread = threading.Thread(
-            target=_serve, args=(loop, stopped), name=f"statestore-sqlite {self.path}", daemon=True
+            target=self._serve,
+            args=(jobs, stopped),
+            name=f"statestore-sqlite {self.path}",
+            daemon=True,
         )
         thread.start()
-        self._loop, self._thread_id, self._stopped = loop, thread.ident, stopped
+        self._jobs, self._thread_id, self._stopped = jobs, thread.ident, stopped
         try:
-            await self._submit(self._open(migrate))
+            await self._submit(lambda job: self._open(job, migrate))
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        if self._loop is None:
-            return
+        """Stop taking calls; the calls already queued are answered first, then the
+        connection closes on its thread."""
+        with self._guard:
+            jobs, stopped = self._jobs, self._stopped
+            self._jobs = self._stopped = None
+            if jobs is None or stopped is None:
+                return
+            jobs.put(_STOP)
+        await asyncio.wrap_future(stopped)
+
+    def _serve(self, jobs: _Queue, stopped: concurrent.futures.Future[None]) -> None:
+        """The backend's thread: each call in turn until the queue's last item. A
+        ``transaction()`` under way is served alone until it ends."""
         try:
-            await self._submit(self._close_connection())
+            while (job := jobs.get()) is not _STOP:
+                job.run()
+                while self._held is not None:
+                    held = self._held.get()
+                    if held is not None:
+                        held.run()
+                    held = None
+                # Not kept while waiting: a job holds its caller's future, so its result.
+                job = None
         finally:
-            await self._stop()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            stopped.set_result(None)
 
-    async def _stop(self) -> None:
-        loop, stopped = self._loop, self._stopped
-        self._loop = self._thread_id = self._stopped = None
-        if loop is not None and stopped is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            await asyncio.wrap_future(stopped)
-
-    def _worker(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            raise StateStoreError("the store is not open: use `async with open_store(...)`")
-        return self._loop
-
-    async def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` as a task on the backend's loop and wait for its outcome: one
-        hop there and one back (``call_soon_threadsafe`` both ways, the cheapest
-        crossing asyncio offers). Cancelling the caller cancels the task where it
-        waits (for the lock, or between retries); its statements run without
-        suspending, so it is never stopped between two of them."""
-        try:
-            worker = self._worker()
-        except StateStoreError:
-            coro.close()
-            raise
+    async def _submit(self, work: Callable[[_Job], T], jobs: _Queue | None = None) -> T:
+        """Run ``work(job)`` on the backend's thread and wait for its outcome: one hop
+        there (a queue) and one back (``call_soon_threadsafe``). A call cancelled
+        before its turn never runs; one already running runs to its end, its outcome
+        dropped (operations never stop between two statements)."""
         caller = asyncio.get_running_loop()
         outcome: asyncio.Future[T] = caller.create_future()
-        started: list[asyncio.Task[T]] = []
+        job = _Job(work, caller, outcome)
+        if jobs is not None:  # a transaction()'s own queue, served until it ends
+            jobs.put(job)
+        else:
+            with self._guard:
+                if self._jobs is None:
+                    raise StateStoreError("the store is not open: use `async with open_store(...)`")
+                self._jobs.put(job)
+        return await outcome
 
-        def start() -> None:
-            task = worker.create_task(coro)
-            started.append(task)
-            task.add_done_callback(lambda done: _answer(caller, done, outcome))
-
-        try:
-            worker.call_soon_threadsafe(start)
-        except RuntimeError:  # its loop closed since: the store was closed meanwhile
-            coro.close()
-            raise StateStoreError("the store is not open") from None
-        try:
-            return await outcome
-        except asyncio.CancelledError:
-            # Runs after start() (one loop, first in first out): the task exists.
-            with contextlib.suppress(RuntimeError):  # unless the store closed since
-                worker.call_soon_threadsafe(lambda: started[0].cancel())
-            raise
-
-    def _post(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` on the backend's loop, waited for by no one: clean-up that
-        must happen even when its caller is gone."""
-
-        try:
-            worker = self._worker()
-        except StateStoreError:
-            coro.close()
-            raise
-
-        def start() -> None:
-            task = worker.create_task(coro)
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-        try:
-            worker.call_soon_threadsafe(start)
-        except RuntimeError:  # its loop closed since: the store was closed meanwhile
-            coro.close()
-            raise StateStoreError("the store is not open") from None
-
-    async def _call(self, statement: Callable[..., T], *args: Any) -> T:
+    async def _call(self, jobs: _Queue | None, statement: Callable[..., T], *args: Any) -> T:
         """``statement(connection, *args)`` on the backend's thread."""
         if threading.get_ident() == self._thread_id:
             return statement(self._connection(), *args)
-        return await self._submit(self._now(statement, *args))
-
-    async def _now(self, statement: Callable[..., T], *args: Any) -> T:
-        return statement(self._connection(), *args)
+        return await self._submit(lambda job: statement(self._connection(), *args), jobs)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StateStoreError("the store is not open: use `async with open_store(...)`")
         return self._conn
 
-    # -- on the backend's loop -----------------------------------------------------
+    def _backoff(self, attempt: int, job: _Job) -> None:
+        """Wait before retrying a locked file: 10 ms doubling up to 1 s, jittered so
+        that processes contending for one file do not retry in step. Nothing else can
+        run meanwhile (this is the file's one connection in this process); a caller
+        that stopped waiting ends the retries."""
+        time.sleep(min(0.01 * 2**attempt, 1.0) * (1 + random.random()))
+        if job.abandoned():
+            raise _Abandoned
 
-    async def _open(self, migrate: bool | None) -> None:
+    # -- on the backend's thread ---------------------------------------------------
+
+    def _open(self, job: _Job, migrate: bool | None) -> None:
         # Switching a new file to WAL needs a lock that SQLite may refuse at once
         # (without waiting out busy_timeout) while another process sets the file up.
         for attempt in range(self.retries + 1):
             try:
-                self._conn = await self._connect_file(migrate)
-                self._lock = asyncio.Lock()
+                self._conn = self._connect_file(migrate)
                 return
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.retries:
                     raise _translate(exc, self.path) from exc
             except OSError as exc:
                 raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc}") from exc
-            await _backoff(attempt)
+            self._backoff(attempt, job)
 
-    async def _connect_file(self, migrate: bool | None) -> sqlite3.Connection:
+    def _connect_file(self, migrate: bool | None) -> sqlite3.Connection:
         if self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are the explicit BEGIN IMMEDIATE below,
@@ -379,42 +390,32 @@ class SqliteDatabase:
             raise
         return conn
 
-    async def _close_connection(self) -> None:
-        if self._lock is None:  # the open failed: it closed what it opened
-            return
-        async with self._lock:  # after the operations already waiting
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    async def _operation(self, body: Callable[[Tx], Coroutine[Any, Any, T]], write: bool) -> T:
-        """``run``'s part on the backend's loop."""
-        assert self._lock is not None
-        async with self._lock:
-            conn = self._connection()  # after the wait: the store may have closed
-            if write:
-                await self._begin(conn)
-                try:
-                    result = await body(self._tx)
-                    conn.execute("COMMIT")
-                except BaseException as exc:
-                    _rollback(conn)
-                    if isinstance(exc, sqlite3.Error):
-                        raise _translate(exc, self.path) from exc
-                    raise
-                return result
-            for attempt in range(self.retries + 1):
-                try:
-                    return await body(self._tx)
-                except sqlite3.Error as exc:
-                    # A read can meet a busy file too (another process recovering the
-                    # WAL after a crash); reading again is always safe.
-                    if not _is_busy(exc) or attempt == self.retries:
-                        raise _translate(exc, self.path) from exc
-                await _backoff(attempt)
+    def _operation(self, job: _Job, body: Callable[[Tx], Coroutine[Any, Any, T]], write: bool) -> T:
+        """``run``'s part on the backend's thread."""
+        conn = self._connection()
+        if write:
+            self._begin(conn, job)
+            try:
+                result = _run_to_end(body(self._tx))
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, self.path) from exc
+                raise
+            return result
+        for attempt in range(self.retries + 1):
+            try:
+                return _run_to_end(body(self._tx))
+            except sqlite3.Error as exc:
+                # A read can meet a busy file too (another process recovering the
+                # WAL after a crash); reading again is always safe.
+                if not _is_busy(exc) or attempt == self.retries:
+                    raise _translate(exc, self.path) from exc
+            self._backoff(attempt, job)
         raise AssertionError("unreachable")
 
-    async def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self, conn: sqlite3.Connection, job: _Job) -> None:
         """BEGIN IMMEDIATE takes the write lock now, so a transaction never fails
         half-way for want of it; a file locked past busy_timeout is retried with
         backoff."""
@@ -425,21 +426,16 @@ class SqliteDatabase:
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.retries:
                     raise _translate(exc, self.path) from exc
-            await _backoff(attempt)
+            self._backoff(attempt, job)
 
-    async def _enter(self) -> None:
-        """``transaction()``'s start: the lock, then BEGIN IMMEDIATE."""
-        assert self._lock is not None
-        await self._lock.acquire()
-        try:
-            await self._begin(self._connection())
-        except BaseException:
-            self._lock.release()
-            raise
+    def _enter(self, job: _Job, jobs: _Queue) -> None:
+        """``transaction()``'s start: BEGIN IMMEDIATE, then this thread serves only
+        the transaction's queue until ``_finish``."""
+        self._begin(self._connection(), job)
+        self._held = jobs
 
-    async def _finish(self, commit: bool) -> None:
-        """``transaction()``'s end: COMMIT (or ROLLBACK), then the lock is free."""
-        assert self._lock is not None
+    def _finish(self, commit: bool) -> None:
+        """``transaction()``'s end: COMMIT (or ROLLBACK); then the other calls' turn."""
         try:
             conn = self._connection()
             if not commit:
@@ -451,7 +447,7 @@ class SqliteDatabase:
                 _rollback(conn)
                 raise _translate(exc, self.path) from exc
         finally:
-            self._lock.release()
+            self._held = None
 
     # -- the Database protocol -----------------------------------------------------
 
@@ -459,36 +455,36 @@ class SqliteDatabase:
         """Run ``body`` whole on the backend's thread (BEGIN IMMEDIATE ... COMMIT
         around it when ``write``): each hop between threads costs more than a small
         statement, so an operation takes one hop, not one per statement."""
-        return await self._submit(self._operation(body, write))
+        return await self._submit(lambda job: self._operation(job, body, write))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """A write transaction driven from the caller's loop (one hop per statement):
         for callers that interleave their own awaits; ``run`` is the fast path."""
-        begun = asyncio.ensure_future(self._submit(self._enter()))
+        jobs: _Queue = queue.SimpleQueue()
+        begun = asyncio.ensure_future(self._submit(lambda job: self._enter(job, jobs)))
         try:
-            # Shielded: once the lock is taken, only _finish may give it back.
+            # Shielded: once begun, only _finish may end the transaction.
             await asyncio.shield(begun)
         except asyncio.CancelledError:
-            begun.add_done_callback(self._finish_if_begun)
+            begun.add_done_callback(lambda _: self._finish_if_begun(begun, jobs))
             raise
         try:
-            yield self._tx
+            yield _Tx(self, jobs)
         except BaseException as exc:
-            await self._end(commit=False)
+            await self._end(jobs, commit=False)
             if isinstance(exc, sqlite3.Error):
                 raise _translate(exc, self.path) from exc
             raise
-        await self._end(commit=True)
+        await self._end(jobs, commit=True)
 
-    async def _end(self, commit: bool) -> None:
-        # Shielded: a cancelled caller still leaves the transaction ended, lock free.
-        await asyncio.shield(self._submit(self._finish(commit)))
+    async def _end(self, jobs: _Queue, commit: bool) -> None:
+        # Shielded: a cancelled caller still leaves the transaction ended.
+        await asyncio.shield(self._submit(lambda job: self._finish(commit), jobs))
 
-    def _finish_if_begun(self, begun: asyncio.Future[None]) -> None:
+    def _finish_if_begun(self, begun: asyncio.Future[None], jobs: _Queue) -> None:
         if not begun.cancelled() and begun.exception() is None:
-            with contextlib.suppress(StateStoreError):  # closed meanwhile: nothing to end
-                self._post(self._finish(commit=False))
+            jobs.put(_Job(lambda job: self._finish(commit=False), None, None))
 
     def ts(self, value: datetime) -> str:
         return _fixed_width(orjson.dumps(value).decode()[1:-1])
