@@ -75,7 +75,7 @@ from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
-from .sql.citus import HAS_CITUS
+from .sql.citus import APPEND_FUNCTION, HAS_CITUS, HAS_FUNCTIONS
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
 
@@ -150,14 +150,16 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError)
 
 
-_WRITE_KEYWORD = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+# A call of the delegated append (Citus) writes too.
+_WRITE_KEYWORD = re.compile(rf"\b(?:INSERT|UPDATE|DELETE|{APPEND_FUNCTION})\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1024)
 def _is_read(sql: str) -> bool:
     """Whether ``sql`` only reads: no INSERT, UPDATE or DELETE anywhere in it (a CTE
-    included). Values are bound parameters, never in the text, so only statestore's
-    own SQL is searched; the texts repeat, hence the cache."""
+    included), nor a call of the delegated append. Values are bound parameters, never
+    in the text, so only statestore's own SQL is searched; the texts repeat, hence the
+    cache."""
     return _WRITE_KEYWORD.search(sql) is None
 
 
@@ -652,6 +654,7 @@ class PostgresDatabase:
     # route a data-modifying INSERT CTE to one shard (set when the store opens).
     one_statement_append = True
     shards_by_conversation = False  # set when the store opens (Citus)
+    delegates_calls = False  # set when the store opens (Citus, functions created)
 
     def __init__(
         self,
@@ -724,6 +727,9 @@ class PostgresDatabase:
             citus = await tx.fetchrow(HAS_CITUS)
             self.shards_by_conversation = bool(citus and citus[0])
             self.one_statement_append = not self.shards_by_conversation
+            if self.shards_by_conversation:
+                functions = await tx.fetchrow(HAS_FUNCTIONS)
+                self.delegates_calls = bool(functions and functions[0])
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
                 return None
