@@ -9,16 +9,16 @@ The file is opened in WAL mode with ``synchronous=NORMAL`` (a committed write su
 a process crash; the last transactions may be lost on power failure), foreign keys on,
 and a busy timeout. Migrations are applied on open unless ``migrate=False``.
 
-How it runs: a store owns one thread running an event loop of its own, and one
-``sqlite3`` connection used only there (sqlite3 itself refuses use from another
-thread). A whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
-``COMMIT``) is one task on that loop, started and answered with
-``call_soon_threadsafe``: one thread hop per operation however many statements it
-runs, and the caller's loop never blocks, opening included (the
-directory, the pragmas, migrations). Operations take turns on an ``asyncio.Lock`` that
-lives on the backend's loop, so callers on any loop or thread are served at once: the
-loop that opened the store, others in other threads, ``asyncio.run`` after the
-opening loop has closed. An answer for a caller whose loop closed meanwhile is dropped.
+How it runs: a store owns one thread and one ``sqlite3`` connection used only there
+(sqlite3 itself refuses use from another thread). The thread serves a queue of calls in
+turn; a whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
+``COMMIT``) is one call, answered with ``call_soon_threadsafe``: one thread hop per
+operation however many statements it runs, and the caller's loop never blocks, opening
+included (the directory, the pragmas, migrations). The queue is the order, so callers
+on any loop or thread are served: the loop that opened the store, others in other
+threads, ``asyncio.run`` after the opening loop has closed. A ``transaction()`` gets a
+queue of its own, served alone until it ends. An answer for a caller whose loop closed
+meanwhile is dropped.
 
 Caveats: one writer at a time per file. Within a process, one connection serves the
 store and operations take turns; across processes, a writer that finds the file locked
