@@ -16,9 +16,8 @@ turn; a whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
 operation however many statements it runs, and the caller's loop never blocks, opening
 included (the directory, the pragmas, migrations). The queue is the order, so callers
 on any loop or thread are served: the loop that opened the store, others in other
-threads, ``asyncio.run`` after the opening loop has closed. A ``transaction()`` gets a
-queue of its own, served alone until it ends. An answer for a caller whose loop closed
-meanwhile is dropped.
+threads, ``asyncio.run`` after the opening loop has closed. An answer for a caller whose
+loop closed meanwhile is dropped.
 
 Caveats: one writer at a time per file. Within a process, one connection serves the
 store and operations take turns; across processes, a writer that finds the file locked
@@ -37,8 +36,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -131,44 +129,42 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 class _Tx:
-    """The store's connection as a ``Tx``. In an operation (on the backend's thread) a
-    statement runs at once; inside ``transaction()`` (on the caller's loop) each
-    statement is one hop to the backend's thread, through that transaction's queue."""
+    """The store's connection as the ``Tx`` of an operation body, which runs on the
+    backend's thread: each statement runs at once."""
 
-    __slots__ = ("_db", "_jobs")
+    __slots__ = ("_db",)
 
-    def __init__(self, db: SqliteDatabase, jobs: _Queue | None = None) -> None:
+    def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
-        self._jobs = jobs
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db._call(self._jobs, _fetch, sql, args)
+        return _fetch(self._db._connection(), sql, args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._db._call(self._jobs, _fetchrow, sql, args)
+        return _fetchrow(self._db._connection(), sql, args)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._db._call(self._jobs, _execute, sql, args)
+        return _execute(self._db._connection(), sql, args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db._call(self._jobs, _executemany, sql, rows)
+        _executemany(self._db._connection(), sql, rows)
 
     async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         # executemany is SQLite's bulk path (sql: the one-row INSERT).
-        await self._db._call(self._jobs, _executemany, sql, rows)
+        _executemany(self._db._connection(), sql, rows)
 
 
 class _Job:
     """One call handed to the backend's thread: ``work(job)`` runs there, and its
-    outcome is set on ``outcome`` on the caller's loop (None: nobody waits)."""
+    outcome is set on ``outcome`` on the caller's loop."""
 
     __slots__ = ("caller", "outcome", "work")
 
     def __init__(
         self,
         work: Callable[[_Job], Any],
-        caller: asyncio.AbstractEventLoop | None,
-        outcome: asyncio.Future[Any] | None,
+        caller: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[Any],
     ) -> None:
         self.work = work
         self.caller = caller
@@ -177,7 +173,7 @@ class _Job:
     def abandoned(self) -> bool:
         """Whether the caller stopped waiting (cancelled). Read across threads: a
         caller cancelled a moment later gets its call run whole, result dropped."""
-        return self.outcome is not None and self.outcome.cancelled()
+        return self.outcome.cancelled()
 
     def run(self) -> None:
         if self.abandoned():  # cancelled before its turn: never started
@@ -190,8 +186,6 @@ class _Job:
             self._answer(_settle_result, result)
 
     def _answer(self, settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
-        if self.caller is None or self.outcome is None:
-            return
         # A caller whose loop has closed meanwhile (its asyncio.run ended) is waiting
         # for nothing any more.
         with contextlib.suppress(RuntimeError):
@@ -252,16 +246,13 @@ class SqliteDatabase:
         self.busy_timeout = busy_timeout
         self.retries = retries
         self._tx = _Tx(self)
-        # Set by connect: the queue of calls, the thread serving it and its end.
+        # Set by connect: the queue of calls and the end of the thread serving it.
         # ``_guard`` orders puts against the last item (nothing is put after it).
         self._jobs: _Queue | None = None
-        self._thread_id: int | None = None
         self._stopped: concurrent.futures.Future[None] | None = None
         self._guard = threading.Lock()
-        # Used on the backend's thread only: the connection, and the queue of the
-        # transaction() under way (served alone until it ends).
+        # Used on the backend's thread only.
         self._conn: sqlite3.Connection | None = None
-        self._held: _Queue | None = None
 
     # -- the backend's thread ------------------------------------------------------
 
@@ -277,7 +268,7 @@ class SqliteDatabase:
             daemon=True,
         )
         thread.start()
-        self._jobs, self._thread_id, self._stopped = jobs, thread.ident, stopped
+        self._jobs, self._stopped = jobs, stopped
         try:
             await self._submit(lambda job: self._open(job, migrate))
         except BaseException:
@@ -296,16 +287,10 @@ class SqliteDatabase:
         await asyncio.wrap_future(stopped)
 
     def _serve(self, jobs: _Queue, stopped: concurrent.futures.Future[None]) -> None:
-        """The backend's thread: each call in turn until the queue's last item. A
-        ``transaction()`` under way is served alone until it ends."""
+        """The backend's thread: each call in turn until the queue's last item."""
         try:
             while (job := jobs.get()) is not _STOP:
                 job.run()
-                while self._held is not None:
-                    held = self._held.get()
-                    if held is not None:
-                        held.run()
-                    held = None
                 # Not kept while waiting: a job holds its caller's future, so its result.
                 job = None
         finally:
@@ -314,7 +299,7 @@ class SqliteDatabase:
                 conn.close()
             stopped.set_result(None)
 
-    async def _submit(self, work: Callable[[_Job], T], jobs: _Queue | None = None) -> T:
+    async def _submit(self, work: Callable[[_Job], T]) -> T:
         """Run ``work(job)`` on the backend's thread and wait for its outcome: one hop
         there (a queue) and one back (``call_soon_threadsafe``). A call cancelled
         before its turn never runs; one already running runs to its end, its outcome
@@ -322,20 +307,11 @@ class SqliteDatabase:
         caller = asyncio.get_running_loop()
         outcome: asyncio.Future[T] = caller.create_future()
         job = _Job(work, caller, outcome)
-        if jobs is not None:  # a transaction()'s own queue, served until it ends
-            jobs.put(job)
-        else:
-            with self._guard:
-                if self._jobs is None:
-                    raise StateStoreError("the store is not open: use `async with open_store(...)`")
-                self._jobs.put(job)
+        with self._guard:
+            if self._jobs is None:
+                raise StateStoreError("the store is not open: use `async with open_store(...)`")
+            self._jobs.put(job)
         return await outcome
-
-    async def _call(self, jobs: _Queue | None, statement: Callable[..., T], *args: Any) -> T:
-        """``statement(connection, *args)`` on the backend's thread."""
-        if threading.get_ident() == self._thread_id:
-            return statement(self._connection(), *args)
-        return await self._submit(lambda job: statement(self._connection(), *args), jobs)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -428,27 +404,6 @@ class SqliteDatabase:
                     raise _translate(exc, self.path) from exc
             self._backoff(attempt, job)
 
-    def _enter(self, job: _Job, jobs: _Queue) -> None:
-        """``transaction()``'s start: BEGIN IMMEDIATE, then this thread serves only
-        the transaction's queue until ``_finish``."""
-        self._begin(self._connection(), job)
-        self._held = jobs
-
-    def _finish(self, commit: bool) -> None:
-        """``transaction()``'s end: COMMIT (or ROLLBACK); then the other calls' turn."""
-        try:
-            conn = self._connection()
-            if not commit:
-                _rollback(conn)
-                return
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(conn)
-                raise _translate(exc, self.path) from exc
-        finally:
-            self._held = None
-
     # -- the Database protocol -----------------------------------------------------
 
     async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
@@ -456,35 +411,6 @@ class SqliteDatabase:
         around it when ``write``): each hop between threads costs more than a small
         statement, so an operation takes one hop, not one per statement."""
         return await self._submit(lambda job: self._operation(job, body, write))
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A write transaction driven from the caller's loop (one hop per statement):
-        for callers that interleave their own awaits; ``run`` is the fast path."""
-        jobs: _Queue = queue.SimpleQueue()
-        begun = asyncio.ensure_future(self._submit(lambda job: self._enter(job, jobs)))
-        try:
-            # Shielded: once begun, only _finish may end the transaction.
-            await asyncio.shield(begun)
-        except asyncio.CancelledError:
-            begun.add_done_callback(lambda _: self._finish_if_begun(begun, jobs))
-            raise
-        try:
-            yield _Tx(self, jobs)
-        except BaseException as exc:
-            await self._end(jobs, commit=False)
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path) from exc
-            raise
-        await self._end(jobs, commit=True)
-
-    async def _end(self, jobs: _Queue, commit: bool) -> None:
-        # Shielded: a cancelled caller still leaves the transaction ended.
-        await asyncio.shield(self._submit(lambda job: self._finish(commit), jobs))
-
-    def _finish_if_begun(self, begun: asyncio.Future[None], jobs: _Queue) -> None:
-        if not begun.cancelled() and begun.exception() is None:
-            jobs.put(_Job(lambda job: self._finish(commit=False), None, None))
 
     def ts(self, value: datetime) -> str:
         return _fixed_width(orjson.dumps(value).decode()[1:-1])
