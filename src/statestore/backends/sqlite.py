@@ -302,8 +302,9 @@ class SqliteDatabase:
     async def _submit(self, work: Callable[[_Job], T]) -> T:
         """Run ``work(job)`` on the backend's thread and wait for its outcome: one hop
         there (a queue) and one back (``call_soon_threadsafe``). A call cancelled
-        before its turn never runs; one already running runs to its end, its outcome
-        dropped (operations never stop between two statements)."""
+        before its turn never runs, nor does a write cancelled while it waits for a
+        locked file; one already running runs to its end, its outcome dropped
+        (operations never stop between two statements)."""
         caller = asyncio.get_running_loop()
         outcome: asyncio.Future[T] = caller.create_future()
         job = _Job(work, caller, outcome)
@@ -394,14 +395,18 @@ class SqliteDatabase:
     def _begin(self, conn: sqlite3.Connection, job: _Job) -> None:
         """BEGIN IMMEDIATE takes the write lock now, so a transaction never fails
         half-way for want of it; a file locked past busy_timeout is retried with
-        backoff."""
+        backoff. A caller that stopped waiting meanwhile gets nothing written."""
         for attempt in range(self.retries + 1):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                return
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.retries:
                     raise _translate(exc, self.path) from exc
+            else:
+                if job.abandoned():
+                    _rollback(conn)
+                    raise _Abandoned
+                return
             self._backoff(attempt, job)
 
     # -- the Database protocol -----------------------------------------------------
