@@ -31,6 +31,8 @@ def load(path: Path) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:
     results: dict[Key, dict[str, Any]] = {}
     for bench in document["benchmarks"]:
         extra = bench["extra_info"]
+        if "scenario" not in extra:  # not a scenario: see framework_table
+            continue
         size = extra.get("size", extra.get("users", 0))
         results[(extra["scenario"], extra["target"], size)] = {
             "median": bench["stats"]["median"],
@@ -279,6 +281,28 @@ def _pct(value: float | None) -> str:
     return f"{value:.1%}" if value < 0.1 else f"{value:.0%}"
 
 
+def framework_table(document: dict[str, Any]) -> list[str]:
+    """The OpenAI Agents SDK turn (benchmarks/test_openai_agents_session.py): each
+    session's median, and its ratio to statestore's."""
+    turns = {
+        b["extra_info"]["session"]: b["stats"]["median"]
+        for b in document["benchmarks"]
+        if b["group"] == "openai-agents-turn"
+    }
+    ours = turns.get("statestore")
+    if not turns or ours is None:
+        return ["(not run)"]
+    names = {
+        "statestore": "StatestoreSession (sqlite backend)",
+        "sdk": "SDK SQLiteSession (synchronous=FULL, its default)",
+        "sdk-normal": "SDK SQLiteSession, synchronous=NORMAL (statestore's durability)",
+    }
+    lines = ["| session | median turn | vs StatestoreSession |", "|---|---:|---:|"]
+    for key, median in sorted(turns.items(), key=lambda item: item[1]):
+        lines.append(f"| {names.get(key, key)} | {ms(median)} | {median / ours:.2f}x |")
+    return lines
+
+
 def render(path: Path) -> str:
     document, results = load(path)
     sizes = sorted({k[2] for k in results if k[0] != "concurrency"})
@@ -319,6 +343,13 @@ def render(path: Path) -> str:
         "setting step_count. Lost writes: appended messages missing at the end.",
         "",
         *concurrency_table(results),
+        "",
+        "### An OpenAI Agents SDK turn",
+        "",
+        "`add_items` of a turn's two items, then `get_items(limit=20)`, on a session of "
+        "100 items, on SQLite (`benchmarks/test_openai_agents_session.py`).",
+        "",
+        *framework_table(document),
     ]
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from .core.errors import (
     VersionConflict,
 )
 from .core.hookspecs import BackendSpec, hookimpl
+from .core.maintenance import Maintenance, StoreStats
 from .core.model import AgentState, ContextItem, Message
 from .core.query import UNSET, LoadOptions, StatePatch
 from .core.registry import BackendInfo, Registry, default_registry, open_store
@@ -62,6 +63,8 @@ __all__ = [
     "StoredView",
     "WritePlan",
     "WriteResult",
+    "Maintenance",
+    "StoreStats",
     # errors
     "StateStoreError",
     "ValidationError",

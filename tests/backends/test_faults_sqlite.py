@@ -176,6 +176,60 @@ async def test_a_short_lock_is_waited_out(sqlite_url: str) -> None:
         assert (await store.load_state(cid)).step_count == 1
 
 
+async def test_a_call_cancelled_while_the_file_is_locked_stops_and_writes_nothing(
+    sqlite_url: str,
+) -> None:
+    """A write waiting out another connection's lock (busy timeout, then retries with
+    backoff) whose caller is cancelled stops at its next attempt: the store's thread
+    is free for the next call long before the retry budget (over two seconds here)
+    runs out, and the write never happens, also once the lock is gone."""
+    cid = f"gave-up-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("sqlite", sqlite_url, busy_timeout=0.05, retries=8) as store:
+        await store.save_state(cid, AgentState(step_count=0))
+        holder = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.create_task(store.update_state(cid, StatePatch(step_count=1)))
+            await asyncio.sleep(0.2)  # in its busy waits and retries by now
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            started = time.monotonic()
+            assert (await store.load_state(cid)).step_count == 0  # a read: WAL
+            assert time.monotonic() - started < 1.5
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (await store.load_state(cid)).step_count == 0
+        await store.update_state(cid, StatePatch(step_count=2))
+        assert (await store.load_state(cid)).step_count == 2
+
+
+async def test_an_operation_body_that_suspends_is_refused_and_rolled_back(
+    sqlite_url: str,
+) -> None:
+    """An operation body runs whole on the backend's thread and may await only its
+    Tx. One that awaits anything else is an error naming that rule, its statements
+    so far are rolled back, and the store goes on serving."""
+    cid = f"suspends-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("sqlite", sqlite_url) as store:
+        await store.save_state(cid, AgentState(step_count=0))
+        db = store.backend._db  # type: ignore[attr-defined]
+
+        async def body(tx: object) -> None:
+            await tx.execute(  # type: ignore[attr-defined]
+                "UPDATE conversation_states SET step_count = 7 WHERE conversation_id = ?", cid
+            )
+            await asyncio.sleep(0)
+
+        with pytest.raises(StateStoreError, match="awaited something other than its Tx"):
+            await db.run(body, write=True)
+        assert (await store.load_state(cid)).step_count == 0
+        await store.update_state(cid, StatePatch(step_count=1))
+        assert (await store.load_state(cid)).step_count == 1
+
+
 async def test_statement_failing_half_way_rolls_back(sqlite_url: str) -> None:
     """A database error inside a save after its first statements (a trigger refusing
     one context item) reaches the caller as a StateStoreError, not sqlite3's, and

@@ -198,7 +198,7 @@ async def test_opening_creates_the_directory_off_the_event_loop(
 
 
 async def test_cancelled_calls_are_whole_or_absent(sqlite_url: str) -> None:
-    """Appends of two messages and deletes (the transaction path), cancelled at many
+    """Appends of two messages and deletes (write transactions), cancelled at many
     moments (waiting for their turn, running, committing): each is applied wholly or
     not at all, every call that returned is stored exactly once, and the same store
     serves the next calls."""

@@ -130,7 +130,9 @@ class LegacyBlobBackend(DatabaseBackend):
         db = self._db
         expected_version = plan.expected_version
         now = datetime.now(UTC)
-        async with db.transaction() as tx:
+
+        # A closure run by db.run (SQLite runs it whole in its connection's thread).
+        async def body(tx: Tx) -> tuple[AgentState, str | None, int, datetime, list[Message]]:
             if not db.writers_take_turns:
                 # Serialise writers of one conversation: read-modify-write of a document.
                 await tx.fetchrow(
@@ -172,14 +174,16 @@ class LegacyBlobBackend(DatabaseBackend):
             await tx.execute(insert.sql, *insert.args(values))
             if plan.set_shared or plan.delete_shared:
                 await self._write_shared(tx, plan.set_shared, plan.delete_shared, now)
+            return new, owner, version, created_at, popped
+
+        new, owner, version, created_at, popped = await db.run(body, write=True)
         return new, owner, version + 1, created_at, now, popped
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Delete every stored document of the conversation."""
         statement = self._sql.get("legacy_sql.delete", user_id is not None)
         args = statement.args({"conversation_id": conversation_id, "user_id": user_id})
-        async with self._db.transaction() as tx:
-            deleted = await tx.execute(statement.sql, *args)
+        deleted = await self._db.run(lambda tx: tx.execute(statement.sql, *args), write=True)
         return deleted > 0
 
     async def list_conversations(

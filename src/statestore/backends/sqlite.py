@@ -9,16 +9,15 @@ The file is opened in WAL mode with ``synchronous=NORMAL`` (a committed write su
 a process crash; the last transactions may be lost on power failure), foreign keys on,
 and a busy timeout. Migrations are applied on open unless ``migrate=False``.
 
-How it runs: a store owns one thread running an event loop of its own, and one
-``sqlite3`` connection used only there (sqlite3 itself refuses use from another
-thread). A whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
-``COMMIT``) is one task on that loop, started and answered with
-``call_soon_threadsafe``: one thread hop per operation however many statements it
-runs, and the caller's loop never blocks, opening included (the
-directory, the pragmas, migrations). Operations take turns on an ``asyncio.Lock`` that
-lives on the backend's loop, so callers on any loop or thread are served at once: the
-loop that opened the store, others in other threads, ``asyncio.run`` after the
-opening loop has closed. An answer for a caller whose loop closed meanwhile is dropped.
+How it runs: a store owns one thread and one ``sqlite3`` connection used only there
+(sqlite3 itself refuses use from another thread). The thread serves a queue of calls in
+turn; a whole operation (a load; a write plan between ``BEGIN IMMEDIATE`` and
+``COMMIT``) is one call, answered with ``call_soon_threadsafe``: one thread hop per
+operation however many statements it runs, and the caller's loop never blocks, opening
+included (the directory, the pragmas, migrations). The queue is the order, so callers
+on any loop or thread are served: the loop that opened the store, others in other
+threads, ``asyncio.run`` after the opening loop has closed. An answer for a caller whose
+loop closed meanwhile is dropped.
 
 Caveats: one writer at a time per file. Within a process, one connection serves the
 store and operations take turns; across processes, a writer that finds the file locked
@@ -37,8 +36,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -131,44 +129,42 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 class _Tx:
-    """The store's connection as a ``Tx``. In an operation (on the backend's thread) a
-    statement runs at once; inside ``transaction()`` (on the caller's loop) each
-    statement is one hop to the backend's thread, through that transaction's queue."""
+    """The store's connection as the ``Tx`` of an operation body, which runs on the
+    backend's thread: each statement runs at once."""
 
-    __slots__ = ("_db", "_jobs")
+    __slots__ = ("_db",)
 
-    def __init__(self, db: SqliteDatabase, jobs: _Queue | None = None) -> None:
+    def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
-        self._jobs = jobs
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db._call(self._jobs, _fetch, sql, args)
+        return _fetch(self._db._connection(), sql, args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._db._call(self._jobs, _fetchrow, sql, args)
+        return _fetchrow(self._db._connection(), sql, args)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._db._call(self._jobs, _execute, sql, args)
+        return _execute(self._db._connection(), sql, args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db._call(self._jobs, _executemany, sql, rows)
+        _executemany(self._db._connection(), sql, rows)
 
     async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         # executemany is SQLite's bulk path (sql: the one-row INSERT).
-        await self._db._call(self._jobs, _executemany, sql, rows)
+        _executemany(self._db._connection(), sql, rows)
 
 
 class _Job:
     """One call handed to the backend's thread: ``work(job)`` runs there, and its
-    outcome is set on ``outcome`` on the caller's loop (None: nobody waits)."""
+    outcome is set on ``outcome`` on the caller's loop."""
 
     __slots__ = ("caller", "outcome", "work")
 
     def __init__(
         self,
         work: Callable[[_Job], Any],
-        caller: asyncio.AbstractEventLoop | None,
-        outcome: asyncio.Future[Any] | None,
+        caller: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[Any],
     ) -> None:
         self.work = work
         self.caller = caller
@@ -177,7 +173,7 @@ class _Job:
     def abandoned(self) -> bool:
         """Whether the caller stopped waiting (cancelled). Read across threads: a
         caller cancelled a moment later gets its call run whole, result dropped."""
-        return self.outcome is not None and self.outcome.cancelled()
+        return self.outcome.cancelled()
 
     def run(self) -> None:
         if self.abandoned():  # cancelled before its turn: never started
@@ -190,8 +186,6 @@ class _Job:
             self._answer(_settle_result, result)
 
     def _answer(self, settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
-        if self.caller is None or self.outcome is None:
-            return
         # A caller whose loop has closed meanwhile (its asyncio.run ended) is waiting
         # for nothing any more.
         with contextlib.suppress(RuntimeError):
@@ -253,16 +247,13 @@ class SqliteDatabase:
         self.busy_timeout = busy_timeout
         self.retries = retries
         self._tx = _Tx(self)
-        # Set by connect: the queue of calls, the thread serving it and its end.
+        # Set by connect: the queue of calls and the end of the thread serving it.
         # ``_guard`` orders puts against the last item (nothing is put after it).
         self._jobs: _Queue | None = None
-        self._thread_id: int | None = None
         self._stopped: concurrent.futures.Future[None] | None = None
         self._guard = threading.Lock()
-        # Used on the backend's thread only: the connection, and the queue of the
-        # transaction() under way (served alone until it ends).
+        # Used on the backend's thread only.
         self._conn: sqlite3.Connection | None = None
-        self._held: _Queue | None = None
 
     # -- the backend's thread ------------------------------------------------------
 
@@ -278,7 +269,7 @@ class SqliteDatabase:
             daemon=True,
         )
         thread.start()
-        self._jobs, self._thread_id, self._stopped = jobs, thread.ident, stopped
+        self._jobs, self._stopped = jobs, stopped
         try:
             await self._submit(lambda job: self._open(job, migrate))
         except BaseException:
@@ -297,16 +288,10 @@ class SqliteDatabase:
         await asyncio.wrap_future(stopped)
 
     def _serve(self, jobs: _Queue, stopped: concurrent.futures.Future[None]) -> None:
-        """The backend's thread: each call in turn until the queue's last item. A
-        ``transaction()`` under way is served alone until it ends."""
+        """The backend's thread: each call in turn until the queue's last item."""
         try:
             while (job := jobs.get()) is not _STOP:
                 job.run()
-                while self._held is not None:
-                    held = self._held.get()
-                    if held is not None:
-                        held.run()
-                    held = None
                 # Not kept while waiting: a job holds its caller's future, so its result.
                 job = None
         finally:
@@ -315,28 +300,20 @@ class SqliteDatabase:
                 conn.close()
             stopped.set_result(None)
 
-    async def _submit(self, work: Callable[[_Job], T], jobs: _Queue | None = None) -> T:
+    async def _submit(self, work: Callable[[_Job], T]) -> T:
         """Run ``work(job)`` on the backend's thread and wait for its outcome: one hop
         there (a queue) and one back (``call_soon_threadsafe``). A call cancelled
-        before its turn never runs; one already running runs to its end, its outcome
-        dropped (operations never stop between two statements)."""
+        before its turn never runs, nor does a write cancelled while it waits for a
+        locked file; one already running runs to its end, its outcome dropped
+        (operations never stop between two statements)."""
         caller = asyncio.get_running_loop()
         outcome: asyncio.Future[T] = caller.create_future()
         job = _Job(work, caller, outcome)
-        if jobs is not None:  # a transaction()'s own queue, served until it ends
-            jobs.put(job)
-        else:
-            with self._guard:
-                if self._jobs is None:
-                    raise StateStoreError("the store is not open: use `async with open_store(...)`")
-                self._jobs.put(job)
+        with self._guard:
+            if self._jobs is None:
+                raise StateStoreError("the store is not open: use `async with open_store(...)`")
+            self._jobs.put(job)
         return await outcome
-
-    async def _call(self, jobs: _Queue | None, statement: Callable[..., T], *args: Any) -> T:
-        """``statement(connection, *args)`` on the backend's thread."""
-        if threading.get_ident() == self._thread_id:
-            return statement(self._connection(), *args)
-        return await self._submit(lambda job: statement(self._connection(), *args), jobs)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -419,36 +396,19 @@ class SqliteDatabase:
     def _begin(self, conn: sqlite3.Connection, job: _Job) -> None:
         """BEGIN IMMEDIATE takes the write lock now, so a transaction never fails
         half-way for want of it; a file locked past busy_timeout is retried with
-        backoff."""
+        backoff. A caller that stopped waiting meanwhile gets nothing written."""
         for attempt in range(self.retries + 1):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                return
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.retries:
                     raise _translate(exc, self.path) from exc
-            self._backoff(attempt, job)
-
-    def _enter(self, job: _Job, jobs: _Queue) -> None:
-        """``transaction()``'s start: BEGIN IMMEDIATE, then this thread serves only
-        the transaction's queue until ``_finish``."""
-        self._begin(self._connection(), job)
-        self._held = jobs
-
-    def _finish(self, commit: bool) -> None:
-        """``transaction()``'s end: COMMIT (or ROLLBACK); then the other calls' turn."""
-        try:
-            conn = self._connection()
-            if not commit:
-                _rollback(conn)
+            else:
+                if job.abandoned():
+                    _rollback(conn)
+                    raise _Abandoned
                 return
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(conn)
-                raise _translate(exc, self.path) from exc
-        finally:
-            self._held = None
+            self._backoff(attempt, job)
 
     # -- the Database protocol -----------------------------------------------------
 
@@ -457,35 +417,6 @@ class SqliteDatabase:
         around it when ``write``): each hop between threads costs more than a small
         statement, so an operation takes one hop, not one per statement."""
         return await self._submit(lambda job: self._operation(job, body, write))
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A write transaction driven from the caller's loop (one hop per statement):
-        for callers that interleave their own awaits; ``run`` is the fast path."""
-        jobs: _Queue = queue.SimpleQueue()
-        begun = asyncio.ensure_future(self._submit(lambda job: self._enter(job, jobs)))
-        try:
-            # Shielded: once begun, only _finish may end the transaction.
-            await asyncio.shield(begun)
-        except asyncio.CancelledError:
-            begun.add_done_callback(lambda _: self._finish_if_begun(begun, jobs))
-            raise
-        try:
-            yield _Tx(self, jobs)
-        except BaseException as exc:
-            await self._end(jobs, commit=False)
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path) from exc
-            raise
-        await self._end(jobs, commit=True)
-
-    async def _end(self, jobs: _Queue, commit: bool) -> None:
-        # Shielded: a cancelled caller still leaves the transaction ended.
-        await asyncio.shield(self._submit(lambda job: self._finish(commit), jobs))
-
-    def _finish_if_begun(self, begun: asyncio.Future[None], jobs: _Queue) -> None:
-        if not begun.cancelled() and begun.exception() is None:
-            jobs.put(_Job(lambda job: self._finish(commit=False), None, None))
 
     def ts(self, value: datetime) -> str:
         return _fixed_width(orjson.dumps(value).decode()[1:-1])

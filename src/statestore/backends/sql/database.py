@@ -8,7 +8,6 @@ parameters, bulk inserts.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -67,16 +66,13 @@ class Database(Protocol):
 
     async def close(self) -> None: ...
 
-    def transaction(self) -> AbstractAsyncContextManager[Tx]:
-        """A write transaction: committed on exit, rolled back on any exception."""
-        ...
-
     async def run(self, body: Callable[[Tx], Coroutine[Any, Any, T]], *, write: bool) -> T:
-        """``body(tx)`` in a ``transaction()`` when ``write``, else on a connection
-        outside any transaction (a read the adapter may run again on a connection
-        found dead or a file found busy). ``body`` does its I/O through ``tx`` only, so
-        an adapter may run it whole elsewhere (SQLite: in the connection's thread, one
-        hop per operation)."""
+        """``body(tx)`` in one write transaction when ``write`` (committed when it
+        returns, rolled back when it raises), else on a connection outside any
+        transaction (a read the adapter may run again on a connection found dead or a
+        file found busy). The only way the backends reach the database. ``body`` does
+        its I/O through ``tx`` only, so an adapter may run it whole elsewhere (SQLite:
+        in the connection's thread, one hop per operation)."""
         ...
 
     def ts(self, value: datetime) -> Any:
