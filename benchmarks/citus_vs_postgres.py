@@ -9,7 +9,12 @@ first. ``--postgres`` is a server where a scratch database is created, migrated 
 dropped (default: STATESTORE_TEST_POSTGRES_URL or the local server). Both get the same
 conversation (1,000 messages, 50 context items); the script prints the median and the
 90th percentile of each operation and the Citus/PostgreSQL ratio of the medians, and
-deletes what it wrote.
+deletes what it wrote. Citus is measured twice: with the delegated calls (one round
+trip per append and per windowed load, what a store uses once migrated) and with the
+statements sent one by one through the coordinator, as before them. It prints whether
+each connection uses TLS: the client's to each server, and the coordinator's to its
+workers (Citus turns TLS on there by default; ``?sslmode=disable`` in a URL and
+``citus.node_conninfo`` turn it off).
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import statestore
 from statestore import AgentState, ContextItem, LoadOptions, Message, StatePatch
+from statestore.backends.postgres import asyncpg_dsn
 from statestore.backends.sql import migrate
+from statestore.backends.sql.citus import HAS_CITUS
 from statestore.testing.plugin import scratch_database
 
 MESSAGES = 1000
@@ -58,10 +66,13 @@ async def _time(rounds: int, op: Callable[[], Awaitable[Any]]) -> list[float]:
     return times
 
 
-async def measure(url: str, rounds: int) -> dict[str, list[float]]:
-    """Seconds per append and per smart load on the database at ``url``."""
+async def measure(url: str, rounds: int, *, delegated: bool = True) -> dict[str, list[float]]:
+    """Seconds per append and per smart load on the database at ``url``; on Citus
+    without the delegated calls unless ``delegated``."""
     cid = f"bench-citus-{uuid.uuid4().hex[:8]}"
     async with statestore.open_store("postgres", url=url) as store:
+        if not delegated:
+            store.backend._db.delegates_calls = False
         await store.save_state(cid, _state())
         patch = StatePatch(append_messages=[Message(role="user", content="one more turn")])
         try:
@@ -73,6 +84,25 @@ async def measure(url: str, rounds: int) -> dict[str, list[float]]:
             }
         finally:
             await store.delete_state(cid)
+
+
+async def tls(url: str) -> str:
+    """Whether the connections to ``url`` use TLS: the client's, and on a Citus
+    coordinator the coordinator's to its workers."""
+    import asyncpg
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        client = await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        text = f"client TLS {'on' if client else 'off'}"
+        if await conn.fetchval(HAS_CITUS):
+            conninfo = await conn.fetchval("SHOW citus.node_conninfo")
+            workers = await conn.fetch("SELECT result FROM run_command_on_workers('SHOW ssl')")
+            on = "sslmode=disable" not in conninfo and all(r[0] == "on" for r in workers)
+            text += f", coordinator to workers TLS {'on' if on else 'off'} ({conninfo})"
+        return text
+    finally:
+        await conn.close()
 
 
 def _ms(times: list[float]) -> str:
@@ -89,17 +119,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.postgres:
         os.environ["STATESTORE_TEST_POSTGRES_URL"] = args.postgres
-    asyncio.run(migrate.upgrade(args.citus))
+    # Migrated without the URL's options: SQLAlchemy's driver refuses asyncpg's
+    # ``sslmode`` (a store takes it).
+    asyncio.run(migrate.upgrade(urlunsplit(urlsplit(args.citus)._replace(query=""))))
     with scratch_database("statestore_bench", migrated=True) as plain:
         results = {
             "postgres": asyncio.run(measure(plain, args.rounds)),
             "citus": asyncio.run(measure(args.citus, args.rounds)),
+            "citus, statements": asyncio.run(measure(args.citus, args.rounds, delegated=False)),
         }
+        print(f"postgres: {asyncio.run(tls(plain))}")
+    print(f"citus: {asyncio.run(tls(args.citus))}")
     print(f"{MESSAGES} messages, {ITEMS} context items, {args.rounds} rounds")
     for op in ("append", "smart load"):
-        pg, citus = results["postgres"][op], results["citus"][op]
-        ratio = statistics.median(citus) / statistics.median(pg)
-        print(f"{op:10}  postgres {_ms(pg)}  citus {_ms(citus)}  citus/postgres {ratio:4.1f}x")
+        pg = results["postgres"][op]
+        print(f"{op:10}  postgres           {_ms(pg)}")
+        for name in ("citus", "citus, statements"):
+            times = results[name][op]
+            ratio = statistics.median(times) / statistics.median(pg)
+            print(f"{'':10}  {name:18} {_ms(times)}  /postgres {ratio:4.1f}x")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 import statestore
 from statestore import AgentState, ContextItem, LoadOptions, Message, StatePatch
-from statestore.backends.sql import migrate
+from statestore.backends.sql import citus, migrate
 from statestore.testing.contract import *  # noqa: F403
 from statestore.testing.plugin import BackendTarget, backend_targets
 
@@ -218,6 +218,7 @@ async def test_a_new_table_gets_distributed(citus_url: str) -> None:
 # -- routing: one shard per statement -----------------------------------------------------
 
 LoggedQuery = Any
+FUNCTIONS = (citus.APPEND_FUNCTION, citus.LOAD_FUNCTION)
 
 
 @pytest.fixture
@@ -266,7 +267,7 @@ async def _explain_all(url: str, logged: list[LoggedQuery]) -> list[tuple[str, s
     try:
         for q in sent:
             sql = q.query
-            if NOT_EXPLAINED.match(sql) or not any(t in sql for t in TABLES):
+            if NOT_EXPLAINED.match(sql) or not any(t in sql for t in (*TABLES, *FUNCTIONS)):
                 continue
             args = q.args
             params = max((int(n) for n in PARAM.findall(sql)), default=0)
@@ -433,7 +434,7 @@ async def test_statements_are_routed_to_one_shard(
         await store.save_state(cid, _state(), user_id="u1")
         statements.clear()
         await OPERATIONS[operation](store, cid)
-    sent = [q for q in statements if any(t in q.query for t in TABLES)]
+    sent = [q for q in statements if any(t in q.query for t in (*TABLES, *FUNCTIONS))]
     assert sent, "no statement was captured"
     bad = await _explain_all(citus_url, statements)
     assert not bad, "\n\n".join(f"{sql}\n-> {why}" for sql, why in bad)
@@ -510,3 +511,197 @@ async def test_stats_report_the_shards_sizes(citus_url: str) -> None:
     assert stats.bytes["conversation_messages"] == shards > shell
     assert stats.rows["conversation_messages"] >= 50
     assert (cid, 50, 2) in [row[:3] for row in stats.largest]
+
+
+# -- delegated calls: an append and a windowed load in one round trip ---------------------
+
+
+async def test_functions_are_distributed_by_the_conversation(citus_url: str) -> None:
+    """migrate distributes the delegated functions by their first argument (the
+    conversation id), co-located with conversation_states."""
+    import asyncpg
+
+    conn = await asyncpg.connect(citus_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT p.proname::text, o.distribution_argument_index, o.colocationid "
+            "FROM pg_dist_object o JOIN pg_proc p ON p.oid = o.objid "
+            "WHERE o.classid = 'pg_proc'::regclass"
+        )
+        anchor = await conn.fetchval(
+            "SELECT colocationid FROM pg_dist_partition "
+            "WHERE logicalrelid = 'conversation_states'::regclass"
+        )
+    finally:
+        await conn.close()
+    found = {r[0]: (r[1], r[2]) for r in rows}
+    for name in FUNCTIONS:
+        assert found[name] == (0, anchor), name
+
+
+async def test_delegated_calls_run_on_the_shards_worker(citus_url: str) -> None:
+    """The coordinator sends each call whole to the one worker holding the
+    conversation's shard (one task, the function scanned there)."""
+    import asyncpg
+
+    cid = f"delegated-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("postgres", url=citus_url) as store:
+        await store.save_state(cid, _state())
+    now = datetime.now(UTC)
+    append = dict.fromkeys(citus.APPEND_ARGS)
+    append.update(conversation_id=cid, set_updated_at=now, scalars=[])
+    append.update({f"new_{name}": [] for name in ("role", "content", "message_type")})
+    append.update({f"new_{name}": [] for name in ("tool_name", "metadata", "payload")})
+    append["new_created_at"] = []
+    load = dict.fromkeys(citus.LOAD_ARGS)
+    load.update(conversation_id=cid, last_messages=2)
+    conn = await asyncpg.connect(citus_url)
+    try:
+        worker = await conn.fetchval(
+            "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = "
+            "get_shard_id_for_distribution_column('conversation_states', $1::text)",
+            cid,
+        )
+        for call, args in ((citus.APPEND_CALL, append), (citus.LOAD_CALL, load)):
+            names = citus.APPEND_ARGS if call == citus.APPEND_CALL else citus.LOAD_ARGS
+            plan = "\n".join(
+                r[0] for r in await conn.fetch(f"EXPLAIN {call}", *(args[n] for n in names))
+            )
+            assert TASKS.findall(plan) == ["1"], plan
+            assert f"port={worker} " in plan, plan
+            assert "Function Scan on statestore_" in plan, plan
+    finally:
+        await conn.close()
+
+
+async def test_an_append_and_a_smart_load_are_one_round_trip(
+    citus_url: str, statements: list[LoggedQuery]
+) -> None:
+    """A turn's append and a smart load each send one statement, the delegated call."""
+    cid = f"one-trip-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("postgres", url=citus_url) as store:
+        await store.save_state(cid, _state())
+        for operation, call in (
+            (
+                lambda: store.update_state(cid, StatePatch(append_messages=[Message("user", "x")])),
+                citus.APPEND_CALL,
+            ),
+            (lambda: store.load_state(cid, LoadOptions.smart()), citus.LOAD_CALL),
+        ):
+            await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+            statements.clear()
+            await operation()
+            await asyncio.sleep(0.05)
+            assert [q.query for q in statements] == [call]
+
+
+def test_an_append_call_counts_as_a_write() -> None:
+    """A call of the delegated append is a write (never run again on a dead
+    connection); the delegated load is a read."""
+    from statestore.backends.postgres import _is_read
+
+    assert not _is_read(citus.APPEND_CALL)
+    assert _is_read(citus.LOAD_CALL)
+
+
+LOADS = {
+    "window": LoadOptions(last_messages=2),
+    "smart": LoadOptions.smart(),
+    "no_messages": LoadOptions(last_messages=0),
+    "no_context": LoadOptions(last_messages=3, context_limit=0),
+    "filters": LoadOptions(
+        last_messages=5,
+        message_types=frozenset({"tool_result"}),
+        tool_name="search",
+        messages_since=datetime(2020, 1, 1, tzinfo=UTC),
+        context_sources=frozenset({"rag", "ltm"}),
+        context_types=frozenset({"weather"}),
+        min_relevance=0.1,
+        context_limit=1,
+    ),
+}
+
+
+def _loaded(view: AgentState) -> tuple[Any, ...]:
+    return (
+        view.to_dict(),
+        view.version,
+        view.user_id,
+        view.created_at,
+        view.updated_at,
+        [m.seq for m in view.conversation_history],
+        [c.item_id for c in view.memory_context],
+    )
+
+
+@pytest.mark.parametrize("options", list(LOADS))
+async def test_a_delegated_load_gives_what_the_statements_give(
+    citus_url: str, options: str
+) -> None:
+    """The delegated load returns what the statements it replaces return, for every
+    option it takes, for the owner, another user (not found) and a missing id."""
+    cid = f"same-load-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("postgres", url=citus_url) as store:
+        db = store.backend._db
+        assert db.delegates_calls
+        await store.save_state(cid, _state(7), user_id="u1")
+        results = []
+        for delegated in (True, False):
+            db.delegates_calls = delegated
+            view = await store.load_state(cid, LOADS[options], user_id="u1")
+            outcomes = []
+            for other, user in ((cid, "u2"), (cid + "-missing", None)):
+                with pytest.raises(statestore.ConversationNotFound):
+                    await store.load_state(other, LOADS[options], user_id=user)
+                outcomes.append("not found")
+            results.append((_loaded(view), outcomes))
+        db.delegates_calls = True
+    assert results[0] == results[1]
+
+
+async def test_a_delegated_append_gives_what_the_statements_give(citus_url: str) -> None:
+    """The delegated append stores, returns and refuses (version, count, owner) as the
+    statements it replaces do, scalars included."""
+    async with statestore.open_store("postgres", url=citus_url) as store:
+        db = store.backend._db
+        results = []
+        for delegated in (True, False):
+            db.delegates_calls = delegated
+            cid = f"same-append-{uuid.uuid4().hex[:8]}"
+            await store.save_state(cid, _state(), user_id="u1")
+            outcome: list[Any] = []
+            saved = await store.update_state(
+                cid,
+                StatePatch(
+                    append_messages=[Message("user", "a"), Message("tool", "b", "tool_result")],
+                    step_count=5,
+                    user_input=None,
+                    focus_areas=["x"],
+                    last_tool_result={"ok": [1]},
+                ),
+                user_id="u1",
+                expected_version=1,
+            )
+            outcome.append((saved.version, saved.message_count))
+            one = await store.update_state(cid, StatePatch(append_messages=[Message("user", "c")]))
+            outcome.append((one.version, one.message_count))
+            for kwargs in ({"expected_version": 1}, {"user_id": "u2"}):
+                try:
+                    await store.update_state(
+                        cid, StatePatch(append_messages=[Message("user", "no")]), **kwargs
+                    )
+                except statestore.StateStoreError as exc:
+                    outcome.append(str(exc).replace(cid, "<cid>"))
+            view = await store.load_state(cid, user_id="u1")
+            kept = view.to_dict()
+            for message in kept.pop("conversation_history"):
+                del message["timestamp"]  # each run saves its own
+                outcome.append(message)
+            del kept["memory_context"]
+            outcome.append(kept)
+            outcome.append([m.seq for m in view.conversation_history])
+            results.append(outcome)
+        db.delegates_calls = True
+    assert results[0] == results[1]
+    assert "expected version 1, stored version is 3" in results[0][2]
+    assert "not found" in results[0][3]

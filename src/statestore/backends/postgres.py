@@ -75,7 +75,7 @@ from ..core.config import mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
-from .sql.citus import HAS_CITUS
+from .sql.citus import APPEND_FUNCTION, HAS_CITUS, HAS_FUNCTIONS
 from .sql.database import Tx
 from .sql.normalized import NormalizedBackend
 
@@ -150,14 +150,16 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError)
 
 
-_WRITE_KEYWORD = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+# A call of the delegated append (Citus) writes too.
+_WRITE_KEYWORD = re.compile(rf"\b(?:INSERT|UPDATE|DELETE|{APPEND_FUNCTION})\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1024)
 def _is_read(sql: str) -> bool:
     """Whether ``sql`` only reads: no INSERT, UPDATE or DELETE anywhere in it (a CTE
-    included). Values are bound parameters, never in the text, so only statestore's
-    own SQL is searched; the texts repeat, hence the cache."""
+    included), nor a call of the delegated append. Values are bound parameters, never
+    in the text, so only statestore's own SQL is searched; the texts repeat, hence the
+    cache."""
     return _WRITE_KEYWORD.search(sql) is None
 
 
@@ -233,18 +235,37 @@ def _orphan(conn: Any) -> None:
     """Close a connection whose event loop has closed. ``terminate`` still tells the
     server (the Terminate message is written straight to the socket), then fails where
     the transport asks the dead loop to finish closing: that last step is done here,
-    so that the socket is closed now rather than by the garbage collector."""
+    so that the socket is closed now rather than by the garbage collector. Over TLS
+    (Citus turns it on) the socket is that of the transport under asyncio's TLS one."""
     transport = getattr(conn, "_transport", None)
     _terminate(conn)
-    finish = getattr(transport, "_call_connection_lost", None)
-    if finish is not None and getattr(transport, "_sock", None) is not None:
-        with contextlib.suppress(Exception):
-            finish(None)
+    under = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    for layer in (transport, under):
+        finish = getattr(layer, "_call_connection_lost", None)
+        if finish is not None and getattr(layer, "_sock", None) is not None:
+            with contextlib.suppress(Exception):
+                finish(None)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+# How long a connection being opened when its caller is cancelled may still take to
+# open (then kept in the pool) before it is cancelled too.
+_OPENING_GRACE = 0.25
+
+
+async def _cut_short(opening: asyncio.Future[Any]) -> Any:
+    """The connection ``opening`` gives if it opens within ``_OPENING_GRACE``, else
+    None (its opening cancelled): its caller was cancelled (see ``ConnectionPool``)."""
+    try:
+        async with asyncio.timeout(_OPENING_GRACE):
+            return await asyncio.shield(opening)
+    except BaseException:
+        opening.cancel()
+        return None
 
 
 class _PoolExhausted(Exception):
@@ -284,8 +305,17 @@ class ConnectionPool:
     timer for the idle lifetime, on every call. What asyncpg's pool does on release
     that matters here is kept: a connection given back closed or still inside a
     transaction is terminated (the server rolls back), and its room opens a new one
-    when needed. A pending cancellation is waited for by asyncpg's protocol before
-    the connection's next statement. Nothing resets session state: statestore never
+    when needed.
+
+    A call cancelled part-way (a timeout, its loop ending) leaves nothing to close
+    later, since a loop may close right after it: a connection it was using is
+    terminated at once (the server rolls back what it had), never left to asyncpg's
+    CancelRequest, which opens a connection of its own; a connection it was opening
+    may finish within ``_OPENING_GRACE`` and is kept, else its opening is cancelled.
+    Over TLS (Citus turns it on) a connection cut short any other way closes its
+    socket only once the server has answered, which a closed loop never sees.
+
+    Nothing resets session state: statestore never
     changes it (no SET, LISTEN, cursors or session advisory locks). An application
     that wants asyncpg's pool (its ``init``/``setup`` hooks, an idle lifetime) passes
     its own: ``pool=``.
@@ -369,9 +399,15 @@ class ConnectionPool:
 
     async def _open_one(self, loop: asyncio.AbstractEventLoop) -> Any:
         """A new connection in room already counted in ``_open``."""
+        opening = asyncio.ensure_future(self._connect())
         try:
-            conn = await self._connect()
-        except BaseException:
+            conn = await asyncio.shield(opening)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and (conn := await _cut_short(opening)):
+                with self._guard:
+                    self._owners[conn] = (loop, self._generation)
+                await self.release(conn)  # kept for the next caller
+                raise
             with self._guard:
                 self._open -= 1
                 waiter = self._next_waiter(None)
@@ -618,6 +654,7 @@ class PostgresDatabase:
     # route a data-modifying INSERT CTE to one shard (set when the store opens).
     one_statement_append = True
     shards_by_conversation = False  # set when the store opens (Citus)
+    delegates_calls = False  # set when the store opens (Citus, functions created)
 
     def __init__(
         self,
@@ -690,6 +727,9 @@ class PostgresDatabase:
             citus = await tx.fetchrow(HAS_CITUS)
             self.shards_by_conversation = bool(citus and citus[0])
             self.one_statement_append = not self.shards_by_conversation
+            if self.shards_by_conversation:
+                functions = await tx.fetchrow(HAS_FUNCTIONS)
+                self.delegates_calls = bool(functions and functions[0])
             row = await tx.fetchrow("SELECT to_regclass('alembic_version') IS NOT NULL")
             if row is None or not row[0]:
                 return None
@@ -767,6 +807,7 @@ class PostgresDatabase:
                     continue
                 self._raise_translated(exc)
             except BaseException:
+                _terminate(conn)  # cancelled: see ConnectionPool
                 await pool.release(conn)
                 raise
             return pool, conn, transaction
@@ -781,8 +822,8 @@ class PostgresDatabase:
             # and a ROLLBACK sent now would only wait again.
             if isinstance(exc, Exception) and is_dead_connection(exc):
                 await self._lost(pool, conn)
-            elif isinstance(exc, TimeoutError):
-                _terminate(conn)
+            elif isinstance(exc, TimeoutError) or not isinstance(exc, Exception):
+                _terminate(conn)  # silent, or cancelled: see ConnectionPool
             else:
                 with contextlib.suppress(Exception):  # the connection may be gone
                     await transaction.rollback()
@@ -827,6 +868,9 @@ class PostgresDatabase:
                     retried = True
                     continue
                 self._raise_translated(exc)
+            except BaseException:
+                _terminate(conn)  # cancelled: see ConnectionPool
+                raise
             finally:
                 await pool.release(conn)
 

@@ -233,6 +233,7 @@ class SqliteDatabase:
     statements_are_round_trips = False
     one_statement_append = False
     shards_by_conversation = False
+    delegates_calls = False
 
     def __init__(
         self,

@@ -57,6 +57,10 @@ class Database(Protocol):
     ``normalized._append_messages``): PostgreSQL, but not Citus, which cannot route
     an INSERT inside a WITH to one shard (it would run in two steps on the
     coordinator)."""
+    delegates_calls: bool
+    """Whether an append-only write and a windowed load run as one call of a function
+    the database runs where the conversation's shard is (Citus: ``citus.APPEND_CALL``
+    and ``citus.LOAD_CALL``), one round trip instead of one per statement."""
 
     async def connect(self, migrate: bool | None) -> None: ...
 

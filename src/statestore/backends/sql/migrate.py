@@ -138,6 +138,11 @@ async def _run(url: str, action: str, revision: str) -> None:
             with _errors_named(url, connecting=False):
                 async with connection.begin():
                     await connection.run_sync(run)
+                if action == "upgrade":
+                    # Citus: the functions a call is delegated with, once the tables
+                    # they are co-located with are distributed (committed above).
+                    async with connection.begin():
+                        await connection.run_sync(citus.create_functions)
         finally:
             await connection.close()
     finally:

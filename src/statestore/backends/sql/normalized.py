@@ -24,6 +24,7 @@ from ...core.errors import ConversationNotFound, CorruptState, VersionConflict
 from ...core.model import AgentState, ContextItem, Message
 from ...core.query import LoadOptions
 from .base import DatabaseBackend, shared_of
+from .citus import APPEND_ARGS, APPEND_CALL, LOAD_ARGS, LOAD_CALL
 from .database import Tx
 from .statements import prefix_end
 
@@ -37,6 +38,9 @@ _TABLES_OF_A_CONVERSATION = ("conversation_messages", "memory_context_items", "m
 _STATE_AT = 8
 # In the state row: the metadata aggregate, then the shared state when read with it.
 _SHARED_AT = 10
+# In a row of the delegated load (``citus.LOAD_CALL``): the item columns, after the
+# message columns and the state row's (without shared state).
+_ITEMS_AT = _STATE_AT + _SHARED_AT
 
 # The scalars of a conversation a write creates (``WritePlan.create``) before its own.
 _NEW_SCALARS = {name: getattr(AgentState(), name) for name in SCALARS}
@@ -79,17 +83,20 @@ class NormalizedBackend(DatabaseBackend):
         n_msgs = len(plan.append_messages)
         n_items = len(plan.add_items)
         if (
-            db.one_statement_append
+            (db.one_statement_append or db.delegates_calls)
             and not plan.replace
             and plan.truncate_from is None
             and not (plan.add_items or plan.remove_item_ids)
             and not (plan.set_metadata or plan.delete_metadata)
             and not (plan.pop_messages or plan.set_shared or plan.delete_shared)
         ):
+            append = (
+                self._append_in_one_statement
+                if db.one_statement_append
+                else self._append_in_one_call
+            )
             fast = await db.run(
-                lambda tx: self._append_in_one_statement(
-                    tx, conversation_id, plan, user_id, expected_version, now
-                ),
+                lambda tx: append(tx, conversation_id, plan, user_id, expected_version, now),
                 write=False,  # one statement: atomic on its own
             )
             if fast is not None:
@@ -380,12 +387,48 @@ class NormalizedBackend(DatabaseBackend):
         statement = self._sql.get("normalized_sql.append_messages", one, *shape)
         return await tx.fetchrow(statement.sql, *statement.args(values))
 
+    async def _append_in_one_call(
+        self,
+        tx: Tx,
+        conversation_id: str,
+        plan: WritePlan,
+        user_id: str | None,
+        expected_version: int | None,
+        now: datetime,
+    ) -> Sequence[Any] | None:
+        """``_append_in_one_statement`` as one call of the delegated append (Citus,
+        ``citus.APPEND_CALL``): the same UPDATE and INSERT, run where the conversation's
+        shard is. None when the UPDATE matched no row."""
+        _, values = self._update(conversation_id, plan, user_id, expected_version, now)
+        values["scalars"] = list(plan.scalars)
+        for name in SCALARS:
+            values.setdefault("set_" + name, None)
+        msgs = plan.append_messages
+        dumps = jsoncodec.dumps
+        values.update(
+            new_role=[m.role for m in msgs],
+            new_content=[m.content for m in msgs],
+            new_message_type=[m.message_type for m in msgs],
+            new_tool_name=[m.tool_name for m in msgs],
+            new_created_at=[m.timestamp for m in msgs],
+            new_metadata=[dumps(m.metadata) if m.metadata else "{}" for m in msgs],
+            new_payload=[None if m.payload is None else dumps(m.payload) for m in msgs],
+        )
+        return await tx.fetchrow(APPEND_CALL, *(values[name] for name in APPEND_ARGS))
+
     # -- reads -----------------------------------------------------------------------
 
     async def read(
         self, conversation_id: str, options: LoadOptions, *, user_id: str | None
     ) -> StoredView | None:
         """What ``options`` select of one conversation (see ``StorageBackend.read``)."""
+        if (
+            self._db.delegates_calls
+            and options.last_messages is not None
+            and options.shared is None
+            and not options.focus_only
+        ):
+            return await self._read_in_one_call(conversation_id, options, user_id)
 
         async def body(tx: Tx) -> StoredView | None:
             found = await self._state_and_messages(tx, conversation_id, user_id, options)
@@ -404,6 +447,46 @@ class NormalizedBackend(DatabaseBackend):
             return view
 
         return await self._db.run(body, write=False)
+
+    async def _read_in_one_call(
+        self, conversation_id: str, options: LoadOptions, user_id: str | None
+    ) -> StoredView | None:
+        """A windowed read as one call of the delegated load (Citus, ``citus.LOAD_CALL``):
+        the statements of the other path, run where the conversation's shard is, in one
+        snapshot."""
+        db = self._db
+
+        def listed(values: frozenset[str] | None) -> Any:
+            return None if values is None else db.list_param(sorted(values))
+
+        since = options.messages_since
+        values = {
+            "conversation_id": conversation_id,
+            "user_id": user_id,
+            "message_types": listed(options.message_types),
+            "tool_name": options.tool_name,
+            "since": None if since is None else db.ts(since),
+            "last_messages": options.last_messages,
+            "context_sources": listed(options.context_sources),
+            "context_types": listed(options.context_types),
+            "min_relevance": options.min_relevance,
+            "context_limit": options.context_limit,
+        }
+        args = [values[name] for name in LOAD_ARGS]
+        rows = await db.run(lambda tx: tx.fetch(LOAD_CALL, *args), write=False)
+        if not rows:
+            return None
+        row = rows[0][_STATE_AT:_ITEMS_AT]
+        message_rows = [r for r in rows[1:] if r[0] is not None]
+        message_rows.reverse()  # the window came newest first
+        item_rows = [r[_ITEMS_AT:] for r in rows[1:] if r[_ITEMS_AT] is not None]
+        try:
+            focus_areas = jsoncodec.loads(row[2])
+            messages = self._messages(message_rows)
+            items = self._items(item_rows, options)
+            return self._view(row, focus_areas, messages, items, None)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptState(conversation_id, str(exc)) from exc
 
     def _view(
         self,
@@ -549,6 +632,11 @@ class NormalizedBackend(DatabaseBackend):
             options.context_limit is not None,
         )
         rows = await tx.fetch(statement.sql, *statement.args(values))
+        return self._items(rows, options)
+
+    def _items(self, rows: list[Sequence[Any]], options: LoadOptions) -> list[ContextItem]:
+        """The context items of ``rows`` (``items_select``'s), in saved order."""
+        db = self._db
         if options.context_limit is not None:
             rows.sort(key=lambda r: r[0])
         items = []

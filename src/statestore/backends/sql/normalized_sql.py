@@ -346,24 +346,83 @@ def append_messages(dialect: Dialect, one: bool, *update: Any) -> sa.Select[Any]
             sa.literal_column("1").label("i"),
         ).subquery("t")
     else:
-        new = (
-            sa.func.unnest(
-                *(
-                    sa.cast(
-                        sa.bindparam("new_" + name),
-                        postgresql.ARRAY(cast_type(m.c[name], dialect)),
-                    )
-                    for name in _NEW_MESSAGE
-                )
-            )
-            .table_valued(*_NEW_MESSAGE, with_ordinality="i")
-            .render_derived(name="t")
-        )
+        new = _new_messages(dialect)
     first = state.c.message_count - sa.bindparam("n_messages", type_=sa.BigInteger)
-    rows = sa.select(
+    rows = _appended_rows(first, new).select_from(state, new)
+    insert = sa.insert(m).from_select([c.name for c in m.c], rows).cte("m")
+    return sa.select(*state.c).add_cte(insert)
+
+
+def _new_messages(dialect: Dialect) -> Any:
+    """The appended messages from one array parameter per column (``new_<name>``), with
+    their ordinality ``i`` (1-based)."""
+    m = _messages_table
+    return (
+        sa.func.unnest(
+            *(
+                sa.cast(
+                    sa.bindparam("new_" + name), postgresql.ARRAY(cast_type(m.c[name], dialect))
+                )
+                for name in _NEW_MESSAGE
+            )
+        )
+        .table_valued(*_NEW_MESSAGE, with_ordinality="i")
+        .render_derived(name="t")
+    )
+
+
+def _appended_rows(first: sa.ColumnElement[Any], new: Any) -> sa.Select[Any]:
+    """The rows of the appended messages ``new``, in the table's column order, the
+    first at seq ``first``."""
+    return sa.select(
         sa.bindparam("conversation_id"),
         first + new.c.i - sa.literal_column("1"),
         *(new.c[name] for name in _NEW_MESSAGE),
-    ).select_from(state, new)
-    insert = sa.insert(m).from_select([c.name for c in m.c], rows).cte("m")
-    return sa.select(*state.c).add_cte(insert)
+    )
+
+
+# -- Citus: the statements of the delegated functions (``citus.function_definitions``) --
+#
+# A function has one body for every call, so where ``update_state`` has a shape, the
+# delegated append's UPDATE decides each optional part by its parameters.
+
+
+def delegated_update(dialect: Dialect) -> sa.Update:
+    """``update_state`` of an append (the count raised by ``n_messages``) in one text:
+    a scalar is set if its name is in the array ``scalars`` (to ``set_<name>``), and
+    ``user_id``, ``expected_version`` and ``expected_count`` are checked unless NULL."""
+    s = _states
+    one: sa.ColumnClause[Any] = sa.literal_column("1")
+    chosen = sa.bindparam("scalars", type_=postgresql.ARRAY(sa.Text))
+    values: dict[str, Any] = {
+        "updated_at": sa.bindparam("set_updated_at"),
+        "version": s.c.version + one,
+        "message_count": s.c.message_count + sa.bindparam("n_messages"),
+    }
+    for name in SCALARS:
+        picked = sa.literal_column(f"'{name}'") == sa.any_(chosen)
+        values[name] = sa.case((picked, sa.bindparam("set_" + name)), else_=s.c[name])
+    optional = (
+        ("user_id", _owned_by(s)),
+        ("expected_version", s.c.version == sa.bindparam("expected_version")),
+        ("expected_count", s.c.message_count == sa.bindparam("expected_count")),
+    )
+    return (
+        sa.update(s)
+        .values(values)
+        .where(
+            _of_conversation(s),
+            *(sa.or_(sa.bindparam(name).is_(None), check) for name, check in optional),
+        )
+        .returning(*_STATE_RETURNING)
+    )
+
+
+def delegated_insert(dialect: Dialect) -> sa.Insert:
+    """The INSERT of the appended messages (arrays ``new_<name>``), the first at seq
+    ``first_seq``."""
+    m = _messages_table
+    new = _new_messages(dialect)
+    first = sa.bindparam("first_seq", type_=sa.BigInteger)
+    rows = _appended_rows(first, new).select_from(new)
+    return sa.insert(m).from_select([c.name for c in m.c], rows)
