@@ -24,8 +24,8 @@ change what is stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -69,7 +69,12 @@ class _Record:
 
 
 class MemoryBackend:
-    """Conversations in a dict, one asyncio.Lock for writes."""
+    """Conversations in a dict, behind one lock.
+
+    A store serves callers on any event loop and thread (``asyncio.run`` in a
+    synchronous method, worker threads with loops of their own), so the lock is a
+    ``threading.Lock``, held only by code that never awaits: an ``asyncio.Lock``
+    belongs to one loop, and a waiter on another would never be woken."""
 
     name: ClassVar[str] = "memory"
     # Ids are kept apart from positions, so they are stable; not persistent (the data
@@ -79,7 +84,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._data: dict[str, _Record] = {}
         self._shared: dict[str, dict[str, str]] = {}  # values as JSON text
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     @property
     def data_key(self) -> str:
@@ -102,9 +107,11 @@ class MemoryBackend:
         self, conversation_id: str, options: LoadOptions, *, user_id: str | None
     ) -> StoredView | None:
         """The part ``options`` select of the stored document."""
-        record = self._visible(conversation_id, user_id)
-        if record is None:
-            return None
+        with self._lock:  # the record and the shared state of one moment
+            record = self._visible(conversation_id, user_id)
+            if record is None:
+                return None
+            shared = None if options.shared is None else self._read_shared(options.shared)
         return StoredView.select(
             record.state(),
             options,
@@ -112,14 +119,14 @@ class MemoryBackend:
             version=record.version,
             created_at=record.created_at,
             updated_at=record.updated_at,
-            shared=None if options.shared is None else self._read_shared(options.shared),
+            shared=shared,
         )
 
     async def write(
         self, conversation_id: str, plan: WritePlan, *, user_id: str | None
     ) -> WriteResult:
         """Apply ``plan`` atomically: build the new record aside, then swap it in."""
-        async with self._lock:
+        with self._lock:
             now = datetime.now(UTC)
             old = self._data.get(conversation_id)
             expected = plan.expected_version
@@ -167,7 +174,7 @@ class MemoryBackend:
 
     async def delete(self, conversation_id: str, *, user_id: str | None) -> bool:
         """Forget a conversation."""
-        async with self._lock:
+        with self._lock:
             deleted = self._visible(conversation_id, user_id) is not None
             if deleted:
                 del self._data[conversation_id]
@@ -184,6 +191,8 @@ class MemoryBackend:
         with_metadata: bool,
     ) -> list[ConversationInfo]:
         """Conversations in id order, or most recently updated first."""
+        with self._lock:
+            records = sorted(self._data.items())
         found = [
             ConversationInfo(
                 cid,
@@ -194,7 +203,7 @@ class MemoryBackend:
                 record.updated_at,
                 json.loads(record.document)["metadata"] if with_metadata else None,
             )
-            for cid, record in sorted(self._data.items())
+            for cid, record in records
             if (user_id is None or record.owner == user_id)
             and (prefix is None or cid.startswith(prefix))
         ]
@@ -210,13 +219,15 @@ class MemoryBackend:
 
     async def read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
         """The shared state of each namespace."""
-        return self._read_shared(namespaces)
+        with self._lock:
+            return self._read_shared(namespaces)
 
     async def write_shared(
         self, set_shared: dict[str, dict[str, str]], delete_shared: dict[str, list[str]]
     ) -> None:
-        """Set and delete shared keys (atomic: no await in between)."""
-        self._write_shared(set_shared, delete_shared)
+        """Set and delete shared keys, at once."""
+        with self._lock:
+            self._write_shared(set_shared, delete_shared)
 
     def _read_shared(self, namespaces: frozenset[str]) -> dict[str, dict[str, Any]]:
         return {
