@@ -26,7 +26,7 @@ def test_precompiled_statements_are_current() -> None:
 
 
 def test_the_loaded_message_row_has_the_width_the_backend_reads() -> None:
-    assert len(normalized_sql._MESSAGE_COLUMNS) == normalized._STATE_AT
+    assert len(normalized_sql.MESSAGE_COLUMNS) == normalized._STATE_AT
 
 
 def test_a_store_reads_and_writes_without_sqlalchemy(tmp_path: Path) -> None:

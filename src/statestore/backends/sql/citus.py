@@ -327,23 +327,12 @@ END
 $fn$"""
 
     # The load: the state row (none: missing or another user's), the window newest
-    # first, the context items; STABLE, so the three share the call's snapshot.
-    message_columns = [c for c in tables.conversation_messages.c if c.name != DISTRIBUTION_COLUMN]
-    state_columns = [
-        states[name]
-        for name in (
-            "user_id",
-            "user_input",
-            "focus_areas",
-            "step_count",
-            "last_tool_result",
-            "version",
-            "message_count",
-            "created_at",
-            "updated_at",
-        )
-    ]
-    item_columns = [c for c in tables.memory_context_items.c if c.name != DISTRIBUTION_COLUMN]
+    # first, the context items; STABLE, so the three share the call's snapshot. Its
+    # columns are those the statements return elsewhere.
+    from .normalized_sql import ITEM_COLUMNS as item_columns
+    from .normalized_sql import MESSAGE_COLUMNS as message_columns
+    from .normalized_sql import STATE_COLUMNS as state_columns
+
     message_out = [f"m_{c.name}" for c in message_columns]
     state_out = [f"s_{c.name}" for c in state_columns] + ["s_metadata"]
     items_out = [f"i_{c.name}" for c in item_columns]

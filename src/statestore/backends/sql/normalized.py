@@ -46,6 +46,21 @@ _ITEMS_AT = _STATE_AT + _SHARED_AT
 _NEW_SCALARS = {name: getattr(AgentState(), name) for name in SCALARS}
 
 
+def _new_message_arrays(msgs: Sequence[Message]) -> dict[str, list[Any]]:
+    """The ``new_<column>`` array parameters of appended messages (the bulk append
+    and Citus's delegated one)."""
+    dumps = jsoncodec.dumps
+    return {
+        "new_role": [m.role for m in msgs],
+        "new_content": [m.content for m in msgs],
+        "new_message_type": [m.message_type for m in msgs],
+        "new_tool_name": [m.tool_name for m in msgs],
+        "new_created_at": [m.timestamp for m in msgs],
+        "new_metadata": [dumps(m.metadata) if m.metadata else "{}" for m in msgs],
+        "new_payload": [None if m.payload is None else dumps(m.payload) for m in msgs],
+    }
+
+
 class NormalizedBackend(DatabaseBackend):
     """The normalized layout over a ``Database`` adapter (see ``sqlite`` and
     ``postgres`` for the backends users open)."""
@@ -359,31 +374,22 @@ class NormalizedBackend(DatabaseBackend):
         if not msgs:
             update = self._sql.get("normalized_sql.update_state", *shape)
             return await tx.fetchrow(update.sql, *update.args(values))
-        dumps = jsoncodec.dumps
-        metadata = [dumps(m.metadata) if m.metadata else "{}" for m in msgs]
         one = len(msgs) == 1
         if one:
             # The per-turn case: plain parameters, cheaper for the server than arrays.
             m = msgs[0]
+            dumps = jsoncodec.dumps
             values.update(
                 new_role=m.role,
                 new_content=m.content,
                 new_message_type=m.message_type,
                 new_tool_name=m.tool_name,
                 new_created_at=m.timestamp,
-                new_metadata=metadata[0],
+                new_metadata=dumps(m.metadata) if m.metadata else "{}",
                 new_payload=None if m.payload is None else dumps(m.payload),
             )
         else:
-            values.update(
-                new_role=[m.role for m in msgs],
-                new_content=[m.content for m in msgs],
-                new_message_type=[m.message_type for m in msgs],
-                new_tool_name=[m.tool_name for m in msgs],
-                new_created_at=[m.timestamp for m in msgs],
-                new_metadata=metadata,
-                new_payload=[None if m.payload is None else dumps(m.payload) for m in msgs],
-            )
+            values.update(_new_message_arrays(msgs))
         statement = self._sql.get("normalized_sql.append_messages", one, *shape)
         return await tx.fetchrow(statement.sql, *statement.args(values))
 
@@ -403,17 +409,7 @@ class NormalizedBackend(DatabaseBackend):
         values["scalars"] = list(plan.scalars)
         for name in SCALARS:
             values.setdefault("set_" + name, None)
-        msgs = plan.append_messages
-        dumps = jsoncodec.dumps
-        values.update(
-            new_role=[m.role for m in msgs],
-            new_content=[m.content for m in msgs],
-            new_message_type=[m.message_type for m in msgs],
-            new_tool_name=[m.tool_name for m in msgs],
-            new_created_at=[m.timestamp for m in msgs],
-            new_metadata=[dumps(m.metadata) if m.metadata else "{}" for m in msgs],
-            new_payload=[None if m.payload is None else dumps(m.payload) for m in msgs],
-        )
+        values.update(_new_message_arrays(plan.append_messages))
         return await tx.fetchrow(APPEND_CALL, *(values[name] for name in APPEND_ARGS))
 
     # -- reads -----------------------------------------------------------------------

@@ -85,10 +85,10 @@ def list_states(
 _messages_table = tables.conversation_messages
 _items = tables.memory_context_items
 # A message row as loaded: every column but conversation_id (seq, role, ...).
-_MESSAGE_COLUMNS = tuple(_messages_table.c)[1:]
-_ITEM_COLUMNS = tuple(_items.c)[1:]
+MESSAGE_COLUMNS = tuple(_messages_table.c)[1:]
+ITEM_COLUMNS = tuple(_items.c)[1:]
 # The state row as loaded; the metadata aggregate follows it.
-_STATE_COLUMNS = tuple(
+STATE_COLUMNS = tuple(
     _states.c[name]
     for name in (
         "user_id",
@@ -104,14 +104,14 @@ _STATE_COLUMNS = tuple(
 )
 # In the UNION of state_and_window a message row has NULL state columns, the state
 # row NULL message columns.
-_STATE_AT = len(_MESSAGE_COLUMNS)
+_STATE_AT = len(MESSAGE_COLUMNS)
 
 
 def state_select(dialect: Dialect, owned: bool, shared: bool) -> sa.Select[Any]:
     """The state row of conversation ``conversation_id``, its metadata and, if
     ``shared``, the shared state of the ``namespaces``."""
     conversation_id: sa.BindParameter[str] = sa.bindparam("conversation_id")
-    columns = [*_STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")]
+    columns = [*STATE_COLUMNS, metadata_json(conversation_id, dialect).label("metadata")]
     if shared:
         columns.append(shared_json(dialect).label("shared"))
     statement = sa.select(*columns).where(_states.c.conversation_id == conversation_id)
@@ -129,7 +129,7 @@ def _messages_of(
     """The messages among the first ``count`` of conversation ``conversation_id``
     that the options ask for: in seq order, or the window newest first."""
     m = _messages_table
-    statement = sa.select(*_MESSAGE_COLUMNS).where(
+    statement = sa.select(*MESSAGE_COLUMNS).where(
         m.c.conversation_id == sa.bindparam("conversation_id"), m.c.seq < count
     )
     if by_types:
@@ -177,9 +177,7 @@ def items_select(
     """The context items the options ask for: in id order, or the most relevant
     ``context_limit`` (the caller puts them back in id order)."""
     c = _items.c
-    statement = sa.select(*_ITEM_COLUMNS).where(
-        c.conversation_id == sa.bindparam("conversation_id")
-    )
+    statement = sa.select(*ITEM_COLUMNS).where(c.conversation_id == sa.bindparam("conversation_id"))
     if by_sources:
         statement = statement.where(any_of(c.source, "context_sources", dialect))
     if by_types:
@@ -232,7 +230,7 @@ def pop_messages(dialect: Dialect) -> Any:
     return (
         sa.delete(m)
         .where(_of_conversation(m), m.c.seq >= sa.bindparam("pop_from"))
-        .returning(*_MESSAGE_COLUMNS)
+        .returning(*MESSAGE_COLUMNS)
     )
 
 
