@@ -705,3 +705,52 @@ async def test_a_delegated_append_gives_what_the_statements_give(citus_url: str)
     assert results[0] == results[1]
     assert "expected version 1, stored version is 3" in results[0][2]
     assert "not found" in results[0][3]
+
+
+async def test_delegated_calls_leave_no_memory_behind(citus_url: str) -> None:
+    """Calls one after the other in one session on the shard's worker (as the
+    coordinator's session there makes them) do not grow its memory. On Citus 13.2.1 to
+    14.0.1 a generic plan of a function's statement would add a local plan to Citus's
+    cache at every call (100 KB and more each): the functions use custom plans."""
+    import asyncpg
+
+    cid = f"memory-{uuid.uuid4().hex[:8]}"
+    async with statestore.open_store("postgres", url=citus_url) as store:
+        await store.save_state(cid, _state(30))
+    conn = await asyncpg.connect(citus_url)
+    try:
+        host, port = await conn.fetchrow(
+            "SELECT nodename, nodeport FROM pg_dist_shard_placement WHERE shardid = "
+            "get_shard_id_for_distribution_column('conversation_states', $1::text)",
+            cid,
+        )
+    finally:
+        await conn.close()
+    now = datetime.now(UTC)
+    append = dict.fromkeys(citus.APPEND_ARGS)
+    append.update(conversation_id=cid, set_updated_at=now, scalars=[])
+    append.update(new_role=["user"], new_content=["x"], new_message_type=["text"])
+    append.update(new_tool_name=[None], new_created_at=[now], new_metadata=["{}"])
+    append["new_payload"] = [None]
+    load = dict.fromkeys(citus.LOAD_ARGS)
+    load.update(conversation_id=cid, last_messages=20, min_relevance=0.7, context_limit=10)
+    calls = (
+        (citus.APPEND_CALL, [append[name] for name in citus.APPEND_ARGS]),
+        (citus.LOAD_CALL, [load[name] for name in citus.LOAD_ARGS]),
+    )
+    worker = await asyncpg.connect(
+        _at(citus_url, host=host, port=port, db=make_url(citus_url).database)
+    )
+    try:
+        memory = "SELECT sum(total_bytes) FROM pg_backend_memory_contexts"
+        for call, args in calls:
+            statement = await worker.prepare(call)
+            for _ in range(20):  # past the 5 custom plans PostgreSQL makes first
+                await statement.fetch(*args)
+            before = await worker.fetchval(memory)
+            for _ in range(200):
+                await statement.fetch(*args)
+            grown = await worker.fetchval(memory) - before
+            assert grown < 2_000_000, f"{call}: {grown} bytes more after 200 calls"
+    finally:
+        await worker.close()

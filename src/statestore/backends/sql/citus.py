@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...core.errors import StateStoreError
@@ -31,8 +31,7 @@ from .database import Tx
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
-
-    from .statements import Compiled
+    from sqlalchemy.sql.expression import ClauseElement
 
 __all__ = [
     "ANCHOR",
@@ -147,15 +146,31 @@ async def relation_size(tx: Tx, table: str) -> int:
 # coordinator and another from there to the worker holding the shard. A function
 # distributed by its conversation id and co-located with ``conversation_states`` is
 # delegated: the coordinator sends the whole call to that worker, where its statements
-# run on the local shards. ``statestore_append_v1`` is the append-only write of
-# ``NormalizedBackend._append_in_one_statement`` (the state row's UPDATE, then the
-# INSERT of the messages); ``statestore_load_v1`` the windowed read (the state row and
-# the window in one statement, then the context items), STABLE so that its statements
-# share the snapshot of the call. Their statements are the ones the backend sends
-# elsewhere (``normalized_sql``), run with the conversation id as a literal: Citus then
-# plans each one for the local shard at once (a parameter sends it through its
-# distributed planner again). A new version of a function gets a new name (``_v2``),
-# so a store keeps calling the one it knows.
+# run on the local shards (Citus's local execution). ``statestore_append_v1`` is the
+# append-only write of ``NormalizedBackend._append_in_one_statement`` (the state row's
+# UPDATE, then the INSERT of the messages); ``statestore_load_v1`` the windowed read (the
+# state row, its metadata, the window, the context items), STABLE so that its
+# statements share the snapshot of the call. Their statements are the ones the backend
+# sends elsewhere (``normalized_sql``), static: PL/pgSQL prepares each once per session
+# with the function's arguments as its parameters, and each reads or writes one table
+# with the conversation id compared to a parameter, which Citus plans without its
+# distributed planner (a fast-path query) and can keep the plan of.
+#
+# Kept, that is, where Citus's local plan cache works. From Citus 13.2.1 (and in 14.0)
+# it misses every time for a statement whose shard is chosen at execution: each call
+# plans the statement for the shard again and adds the plan to the cache, which grows
+# by 100-170 KB per call in the worker's session (a session the coordinator keeps open)
+# until that session ends. The fix (citusdata/citus#8824) was merged after 14.0.1. So the
+# functions run with custom plans (``_PLAN_CACHE_MODE``): Citus plans each statement
+# at each call, as for dynamic SQL, and keeps nothing. On a Citus whose cache works,
+# ``auto`` lets PL/pgSQL keep generic plans (a smart load's body then takes well under
+# half the time on the worker; docs/benchmarks.md#on-citus).
+#
+# A new version of a function (other arguments or results) gets a new name (``_v2``), so
+# a store keeps calling the one it knows; a new body under the same signature replaces
+# the old one at the next ``migrate``.
+
+_PLAN_CACHE_MODE = "force_custom_plan"
 
 APPEND_FUNCTION = "statestore_append_v1"
 LOAD_FUNCTION = "statestore_load_v1"
@@ -210,44 +225,54 @@ context item columns, each row one of them, the others NULL: the state row
 (``state_select``), the window newest first (``messages_select``), the context items
 (``items_select``); no row when the conversation is missing or another user's."""
 
-_PARAM = re.compile(r"\$(\d+)")
 
+def _static(statement: ClauseElement, variables: Mapping[str, str]) -> str:
+    """The text of ``statement`` (a SQLAlchemy statement of ``normalized_sql``) as a
+    static statement of a PL/pgSQL body: each of its parameters replaced by the
+    PL/pgSQL expression ``variables[name]``, which PL/pgSQL passes to the statement as
+    a parameter (it parses the statement once per session). A parameter without an
+    expression fails to compile (a statement with a value of its own renders it)."""
+    import sqlalchemy as sa
+    from sqlalchemy.sql.expression import ClauseElement
+    from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
-def _execute(compiled: Compiled, order: tuple[str, ...], values: dict[str, str]) -> str:
-    """``format('<sql>', ...)``: the text of ``compiled`` with every parameter as a
-    literal (``%n$L``, n its place in ``order``), from the PL/pgSQL expressions
-    ``values``."""
-    names = compiled.names
+    from .compile import dialect_for
 
-    def literal(match: re.Match[str]) -> str:
-        return f"%{order.index(names[int(match.group(1)) - 1]) + 1}$L"
+    def variable(element: ExternallyTraversible, **kw: Any) -> ClauseElement | None:
+        if isinstance(element, sa.BindParameter) and element.key in variables:
+            return sa.literal_column(variables[element.key])
+        return None
 
-    sql = _PARAM.sub(literal, compiled.sql.replace("%", "%%"))
-    text = "'" + sql.replace("'", "''") + "'"
-    return f"format({text}, {', '.join(values[name] for name in order)})"
+    static = replacement_traverse(statement, {}, variable)
+    assert isinstance(static, ClauseElement)
+    if isinstance(static, sa.Insert):
+        # Its values are expressions now: SQLAlchemy would add a RETURNING of the key
+        # they compute, a result the function has no use for.
+        static = static.inline()
+    dialect = dialect_for("postgresql")
+    return str(static.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _by_shape(
-    builder: str,
     filters: tuple[str, ...],
-    shape: Any,
-    order: tuple[str, ...],
-    values: dict[str, str],
+    statement: Callable[..., Any],
+    run: Callable[[str], str],
+    variables: Mapping[str, str],
 ) -> str:
-    """``CASE ... END`` choosing the text of ``builder`` for the shape
-    ``shape(*flags)``, a flag for each of ``filters`` that is not NULL."""
-    from .statements import statements_for
-
-    statements = statements_for("postgresql")
-    cases = []
-    for flags in itertools.product((False, True), repeat=len(filters)):
+    """``IF ... ELSIF ... ELSE ... END IF``: a branch per shape, ``run`` of the static
+    text of ``statement(*flags)``, a flag for each of ``filters`` whose argument is not
+    NULL (the last shape is the one left for ``ELSE``). Each branch is a statement of
+    its own, as each shape is on the statement path."""
+    shapes = list(itertools.product((False, True), repeat=len(filters)))
+    branches = []
+    for i, flags in enumerate(shapes):
         test = " AND ".join(
             f"p_{name} IS {'NOT ' if on else ''}NULL"
             for name, on in zip(filters, flags, strict=True)
         )
-        text = _execute(statements.get(builder, *shape(*flags)), order, values)
-        cases.append(f"WHEN {test} THEN {text}")
-    return f"CASE {' '.join(cases)} END"
+        head = "ELSE" if i == len(shapes) - 1 else f"{'ELSIF' if i else 'IF'} {test} THEN"
+        branches.append(f"{head}\n        {run(_static(statement(*flags), variables))}")
+    return "\n    ".join(branches) + "\n    END IF;"
 
 
 def _type(column: Any) -> str:
@@ -263,12 +288,15 @@ def _type(column: Any) -> str:
 def function_definitions(schema: str) -> list[str]:
     """The CREATE OR REPLACE FUNCTION statements of the delegated functions, for the
     tables of ``schema`` (a quoted identifier). A function runs no statement of its
-    own, only those of ``normalized_sql``; it finds the tables in ``schema`` whatever
-    the search_path of the worker's session that runs it."""
-    from . import tables
-    from .statements import statements_for
+    own, only those of ``normalized_sql``, static (see ``_static``); it finds the
+    tables in ``schema`` whatever the search_path of the worker's session that runs
+    it."""
+    import sqlalchemy as sa
 
-    statements = statements_for("postgresql")
+    from . import normalized_sql, tables
+    from .compile import dialect_for, metadata_json
+
+    dialect = dialect_for("postgresql")
     states = tables.conversation_states.c
     messages = tables.conversation_messages.c
     items = tables.memory_context_items.c
@@ -296,31 +324,38 @@ def function_definitions(schema: str) -> list[str]:
 
     # The append: the UPDATE's row into the result columns (no row: nothing matched),
     # then the INSERT of the messages: one message (a turn) as the one-row INSERT,
-    # cheaper for Citus than the INSERT ... SELECT of arrays.
+    # cheaper for Citus than the INSERT ... SELECT of arrays. The result columns are
+    # named as the table's: in a statement a name is the column's.
     returned = ("version", "message_count", "next_item_id", "user_id", "created_at")
-    count = "cardinality(p_new_role)"
-    first = f"message_count - {count}"
-    order = (*APPEND_ARGS, "n_messages", "first_seq", "seq", *_NEW_MESSAGE)
-    values = {name: f"p_{name}" for name in APPEND_ARGS}
-    values.update(n_messages=count, first_seq=first, seq=first)
-    values.update({name: f"p_new_{name}[1]" for name in _NEW_MESSAGE})
-    update = _execute(statements.get("normalized_sql.delegated_update"), order, values)
-    many = _execute(statements.get("normalized_sql.delegated_insert"), order, values)
-    one = _execute(
-        statements.get("normalized_sql.insert_row", "conversation_messages"), order, values
+    variables = {name: f"p_{name}" for name in APPEND_ARGS}
+    variables.update(n_messages="n_new", first_seq="first_seq", seq="first_seq")
+    update = _static(normalized_sql.delegated_update(dialect), variables)
+    many = _static(normalized_sql.delegated_insert(dialect), variables)
+    table = tables.conversation_messages
+    # The one-row INSERT's parameters are implicit (one per column): named here.
+    one_row = normalized_sql.insert_row(dialect, table.name).values(
+        {c.name: sa.bindparam(c.name) for c in table.c}
     )
+    one = _static(one_row, {**variables, **{name: f"p_new_{name}[1]" for name in _NEW_MESSAGE}})
     append = f"""CREATE OR REPLACE FUNCTION {APPEND_FUNCTION}({arguments(APPEND_ARGS)})
 RETURNS TABLE ({", ".join(f"{name} {_type(states[name])}" for name in returned)})
-LANGUAGE plpgsql SET search_path = {schema} AS $fn$
+LANGUAGE plpgsql
+SET search_path = {schema} SET plan_cache_mode = {_PLAN_CACHE_MODE} AS $fn$
+#variable_conflict use_column
+DECLARE
+    n_new bigint := cardinality(p_new_role);
+    first_seq bigint;
 BEGIN
-    EXECUTE {update} INTO {", ".join(returned)};
+    {update}
+    INTO {", ".join(returned)};
     IF version IS NULL THEN
         RETURN;
     END IF;
-    IF {count} = 1 THEN
-        EXECUTE {one};
-    ELSIF {count} > 1 THEN
-        EXECUTE {many};
+    first_seq := message_count - n_new;
+    IF n_new = 1 THEN
+        {one};
+    ELSIF n_new > 1 THEN
+        {many};
     END IF;
     RETURN NEXT;
 END
@@ -329,10 +364,9 @@ $fn$"""
     # The load: the state row (none: missing or another user's), the window newest
     # first, the context items; STABLE, so the three share the call's snapshot. Its
     # columns are those the statements return elsewhere.
-    from .normalized_sql import ITEM_COLUMNS as item_columns
-    from .normalized_sql import MESSAGE_COLUMNS as message_columns
-    from .normalized_sql import STATE_COLUMNS as state_columns
-
+    message_columns = normalized_sql.MESSAGE_COLUMNS
+    state_columns = normalized_sql.STATE_COLUMNS
+    item_columns = normalized_sql.ITEM_COLUMNS
     message_out = [f"m_{c.name}" for c in message_columns]
     state_out = [f"s_{c.name}" for c in state_columns] + ["s_metadata"]
     items_out = [f"i_{c.name}" for c in item_columns]
@@ -340,50 +374,64 @@ $fn$"""
     result += [f"s_{c.name} {_type(c)}" for c in state_columns]
     result.append("s_metadata text")
     result += [f"i_{c.name} {_type(c)}" for c in item_columns]
-    order = (*LOAD_ARGS, "message_count")
-    values = {name: f"p_{name}" for name in LOAD_ARGS}
-    values["message_count"] = "state_count"
+    variables = {name: f"p_{name}" for name in LOAD_ARGS}
+    variables["message_count"] = "state_count"
+
+    def rows_into(out: list[str], inner: str = "RETURN NEXT;") -> Callable[[str], str]:
+        def run(select: str) -> str:
+            return f"FOR {', '.join(out)} IN {select} LOOP\n        {inner}\n    END LOOP;"
+
+        return run
+
+    # The state row, then its metadata (one row: an aggregate): two statements where
+    # the statement path has one (``state_select``), each on one table, which Citus
+    # plans once for the session with the conversation id a parameter, where it would
+    # plan a statement with a subquery again at every call. STABLE: one snapshot.
+    metadata = metadata_json(sa.bindparam("conversation_id"), dialect).element
+    with_metadata = rows_into(["s_metadata"])(_static(metadata, variables))
     state = _by_shape(
-        "normalized_sql.state_select", ("user_id",), lambda owned: (owned, False), order, values
+        ("user_id",),
+        lambda owned: normalized_sql.state_select(dialect, owned, False).with_only_columns(
+            *state_columns
+        ),
+        rows_into(state_out[:-1], with_metadata),
+        variables,
     )
     window = _by_shape(
-        "normalized_sql.messages_select",
         _MESSAGE_FILTERS[1:],
-        lambda types, tool, since: (types, tool, since, True),
-        order,
-        values,
+        lambda by_types, by_tool, since: normalized_sql.messages_select(
+            dialect, by_types, by_tool, since, True
+        ),
+        rows_into(message_out),
+        variables,
     )
     chosen = _by_shape(
-        "normalized_sql.items_select",
         _ITEM_FILTERS,
-        lambda sources, types, relevance, limited: (sources, types, False, relevance, limited),
-        order,
-        values,
+        lambda sources, kinds, relevance, limited: normalized_sql.items_select(
+            dialect, sources, kinds, False, relevance, limited
+        ),
+        rows_into(items_out),
+        variables,
     )
-    clear = " ".join(f"{name} := NULL;" for name in state_out)
     load = f"""CREATE OR REPLACE FUNCTION {LOAD_FUNCTION}({arguments(LOAD_ARGS)})
 RETURNS TABLE ({", ".join(result)})
-LANGUAGE plpgsql STABLE SET search_path = {schema} AS $fn$
+LANGUAGE plpgsql STABLE
+SET search_path = {schema} SET plan_cache_mode = {_PLAN_CACHE_MODE} AS $fn$
 DECLARE
     state_count bigint;
 BEGIN
-    EXECUTE {state} INTO {", ".join(state_out)};
+    {state}
     IF s_version IS NULL THEN
         RETURN;
     END IF;
-    RETURN NEXT;
     state_count := s_message_count;
-    {clear}
+    {" ".join(f"{name} := NULL;" for name in state_out)}
     IF p_last_messages <> 0 THEN
-        FOR {", ".join(message_out)} IN EXECUTE {window} LOOP
-            RETURN NEXT;
-        END LOOP;
+    {window}
     END IF;
     {" ".join(f"{name} := NULL;" for name in message_out)}
     IF p_context_limit IS DISTINCT FROM 0 THEN
-        FOR {", ".join(items_out)} IN EXECUTE {chosen} LOOP
-            RETURN NEXT;
-        END LOOP;
+    {chosen}
     END IF;
 END
 $fn$"""
