@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import statestore
 from statestore import AgentState, ContextItem, LoadOptions, Message, StatePatch
@@ -119,9 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.postgres:
         os.environ["STATESTORE_TEST_POSTGRES_URL"] = args.postgres
-    # Migrated without the URL's options: SQLAlchemy's driver refuses asyncpg's
-    # ``sslmode`` (a store takes it).
-    asyncio.run(migrate.upgrade(urlunsplit(urlsplit(args.citus)._replace(query=""))))
+    asyncio.run(migrate.upgrade(args.citus))
     with scratch_database("statestore_bench", migrated=True) as plain:
         results = {
             "postgres": asyncio.run(measure(plain, args.rounds)),

@@ -119,6 +119,20 @@ async def test_up_down_up(empty_url: str) -> None:
     assert await _revision(empty_url) == migrate.head_revision()
 
 
+@pytest.mark.postgres
+async def test_upgrade_takes_the_options_a_store_takes(empty_postgres_url: str) -> None:
+    """A URL with libpq's options in its query (``sslmode``, ``application_name``),
+    which a store takes, migrates too: they used to reach ``asyncpg.connect`` as
+    keyword arguments it does not have."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(empty_postgres_url).update_query_dict(
+        {"sslmode": "disable", "application_name": "statestore-migrate"}
+    )
+    await migrate.upgrade(url.render_as_string(hide_password=False))
+    assert await _revision(empty_postgres_url) == migrate.head_revision()
+
+
 async def test_tables_match_migrations(empty_url: str) -> None:
     """After the migrations, autogenerate finds no difference with the metadata."""
     await migrate.upgrade(empty_url)

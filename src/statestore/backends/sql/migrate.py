@@ -26,6 +26,7 @@ from . import citus
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "HEAD_REVISION",
@@ -128,9 +129,11 @@ async def _run(url: str, action: str, revision: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     run = _runner(url, action, revision)
-    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     if url_scheme(url) == "sqlite":
+        engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
         _one_immediate_transaction(engine.sync_engine)
+    else:
+        engine = _postgresql_engine(url)
     try:
         with _errors_named(url, connecting=True):
             connection = await engine.connect()
@@ -147,6 +150,27 @@ async def _run(url: str, action: str, revision: str) -> None:
             await connection.close()
     finally:
         await engine.dispose()
+
+
+def _postgresql_engine(url: str) -> AsyncEngine:
+    """An engine whose connections asyncpg opens from ``url`` whole, as a store opens
+    its own, so that ``migrate`` takes the URLs a store takes.
+
+    Given the URL, SQLAlchemy would pass each option of its query to
+    ``asyncpg.connect`` as a keyword argument, and asyncpg reads libpq's options
+    (``sslmode``, ``sslrootcert``, ``application_name``, ...) only from a DSN:
+    ``?sslmode=disable`` failed with "connect() got an unexpected keyword argument
+    'sslmode'". The options go in the DSN instead; SQLAlchemy's own keywords (user,
+    host, port, database) name the same server."""
+    from sqlalchemy import pool
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    plain = make_url(sqlalchemy_url(url))
+    dsn = plain.set(drivername="postgresql").render_as_string(hide_password=False)
+    return create_async_engine(
+        plain.set(query={}), poolclass=pool.NullPool, connect_args={"dsn": dsn}
+    )
 
 
 def upgrade_sqlite_blocking(url: str) -> None:
