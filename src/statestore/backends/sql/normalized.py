@@ -42,6 +42,13 @@ _SHARED_AT = 10
 # message columns and the state row's (without shared state).
 _ITEMS_AT = _STATE_AT + _SHARED_AT
 
+
+def _seq_or_first(row: Sequence[Any]) -> int:
+    """The sort key of a row of ``state_and_window``: its seq, -1 for the state row."""
+    seq: int | None = row[0]
+    return -1 if seq is None else seq
+
+
 # The scalars of a conversation a write creates (``WritePlan.create``) before its own.
 _NEW_SCALARS = {name: getattr(AgentState(), name) for name in SCALARS}
 
@@ -228,7 +235,7 @@ class NormalizedBackend(DatabaseBackend):
             # The adapter's bulk path (PostgreSQL: one INSERT of arrays).
             await tx.copy_rows(self._sql.get("compile.bulk_insert", table).sql, rows)
         else:
-            await tx.executemany(self._sql.get("normalized_sql.insert_row", table).sql, rows)
+            await tx.execute(self._sql.get("normalized_sql.insert_row", table).sql, *rows[0])
 
     async def _claim_state_row(
         self,
@@ -576,6 +583,8 @@ class NormalizedBackend(DatabaseBackend):
         rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
+        # Only the state row has no seq: sorting puts it first, then the window.
+        rows.sort(key=_seq_or_first)
         return rows[0][_STATE_AT:], rows[1:]
 
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:

@@ -153,17 +153,17 @@ def messages_select(
 def state_and_window(
     dialect: Dialect, owned: bool, shared: bool, by_types: bool, by_tool: bool, since: bool
 ) -> ClauseElement:
-    """The state row and a window of messages in one statement: a UNION of the state
-    row (message columns NULL, sorted first) and the window's rows (state columns
-    NULL), the window bounded by the state row's message_count."""
+    """The state row and a window of messages in one statement: a UNION ALL of the
+    state row (message columns NULL) and the window's rows (state columns NULL), the
+    window bounded by the state row's message_count. UNION ALL promises no order: the
+    caller finds the state row (its seq is NULL) and sorts the window, cheaper on the
+    client than a sort on the server."""
     state = state_select(dialect, owned, shared).cte("s")
     count = sa.select(state.c.message_count).scalar_subquery()
     window = _messages_of(dialect, count, by_types, by_tool, since, True).subquery("w")
     no_message = [sa.null()] * _STATE_AT
     no_state = [sa.null()] * len(state.c)
-    return sa.union_all(sa.select(*no_message, *state.c), sa.select(*window.c, *no_state)).order_by(
-        sa.nulls_first(sa.literal_column("1"))
-    )
+    return sa.union_all(sa.select(*no_message, *state.c), sa.select(*window.c, *no_state))
 
 
 def items_select(
