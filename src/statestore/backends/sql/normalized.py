@@ -44,9 +44,18 @@ _ITEMS_AT = _STATE_AT + _SHARED_AT
 
 
 def _seq_or_first(row: Sequence[Any]) -> int:
-    """The sort key of a row of ``state_and_window``: its seq, -1 for the state row."""
     seq: int | None = row[0]
     return -1 if seq is None else seq
+
+
+def _split_state_and_window(
+    rows: list[Sequence[Any]],
+) -> tuple[Sequence[Any], list[Sequence[Any]]]:
+    """The state row and the window's rows in seq order (each of its own columns),
+    from the rows of ``normalized_sql.state_and_window`` in whatever order its UNION
+    ALL gave them: only the state row has no seq."""
+    rows.sort(key=_seq_or_first)
+    return rows[0][_STATE_AT:], [r[:_STATE_AT] for r in rows[1:]]
 
 
 # The scalars of a conversation a write creates (``WritePlan.create``) before its own.
@@ -583,9 +592,7 @@ class NormalizedBackend(DatabaseBackend):
         rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
-        # Only the state row has no seq: sorting puts it first, then the window.
-        rows.sort(key=_seq_or_first)
-        return rows[0][_STATE_AT:], [r[:_STATE_AT] for r in rows[1:]]
+        return _split_state_and_window(rows)
 
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
         """The messages of ``rows``, each of the message columns only."""
