@@ -63,3 +63,20 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchem
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_a_window_comes_out_in_seq_order_whatever_order_the_union_gives() -> None:
+    """UNION ALL promises no order: the state row is found by its NULL seq and the
+    window put in seq order by the client, whatever order the rows came in."""
+    width = normalized._STATE_AT
+    state = (*([None] * width), "owner", "input")
+    window = [(seq, *([f"m{seq}"] * (width - 1)), *([None] * 2)) for seq in (7, 8, 9)]
+    for rows in (
+        [state, *window],
+        [*reversed(window), state],
+        [window[1], state, window[2], window[0]],
+    ):
+        row, messages = normalized._split_state_and_window(list(rows))
+        assert tuple(row) == ("owner", "input")
+        assert [m[0] for m in messages] == [7, 8, 9]
+        assert all(len(m) == width for m in messages)

@@ -44,9 +44,18 @@ _ITEMS_AT = _STATE_AT + _SHARED_AT
 
 
 def _seq_or_first(row: Sequence[Any]) -> int:
-    """The sort key of a row of ``state_and_window``: its seq, -1 for the state row."""
     seq: int | None = row[0]
     return -1 if seq is None else seq
+
+
+def _split_state_and_window(
+    rows: list[Sequence[Any]],
+) -> tuple[Sequence[Any], list[Sequence[Any]]]:
+    """The state row and the window's rows in seq order (each of its own columns),
+    from the rows of ``normalized_sql.state_and_window`` in whatever order its UNION
+    ALL gave them: only the state row has no seq."""
+    rows.sort(key=_seq_or_first)
+    return rows[0][_STATE_AT:], [r[:_STATE_AT] for r in rows[1:]]
 
 
 # The scalars of a conversation a write creates (``WritePlan.create``) before its own.
@@ -480,7 +489,7 @@ class NormalizedBackend(DatabaseBackend):
         if not rows:
             return None
         row = rows[0][_STATE_AT:_ITEMS_AT]
-        message_rows = [r for r in rows[1:] if r[0] is not None]
+        message_rows = [r[:_STATE_AT] for r in rows[1:] if r[0] is not None]
         message_rows.reverse()  # the window came newest first
         item_rows = [r[_ITEMS_AT:] for r in rows[1:] if r[_ITEMS_AT] is not None]
         try:
@@ -583,20 +592,19 @@ class NormalizedBackend(DatabaseBackend):
         rows = await tx.fetch(statement.sql, *statement.args(values))
         if not rows:
             return None
-        # Only the state row has no seq: sorting puts it first, then the window.
-        rows.sort(key=_seq_or_first)
-        return rows[0][_STATE_AT:], rows[1:]
+        return _split_state_and_window(rows)
 
     def _messages(self, rows: list[Sequence[Any]]) -> list[Message]:
+        """The messages of ``rows``, each of the message columns only."""
         ts_out = self._db.ts_out
         loads = jsoncodec.loads
-        messages = []
-        for row in rows:
-            seq, role, content, message_type, tool_name, created_at, meta, payload = row[:_STATE_AT]
+        messages: list[Message] = []
+        append = messages.append  # once per stored row: the loop is a full load's cost
+        for seq, role, content, message_type, tool_name, created_at, meta, payload in rows:
             metadata = {} if meta == "{}" else loads(meta)
             if type(metadata) is not dict:
                 raise ValueError(f"message {seq}: metadata is not a JSON object")
-            messages.append(
+            append(
                 Message(
                     role,
                     content,
