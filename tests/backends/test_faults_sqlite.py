@@ -11,6 +11,8 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,20 @@ WRITER = textwrap.dedent(
     asyncio.run(main(sys.argv[1]))
     """
 )
+
+
+@contextmanager
+def _write_lock_held(sqlite_url: str) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the file's write lock until the block ends (or
+    until the block rolls it back itself)."""
+    holder = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield holder
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
 
 
 def _message_count(path: Path) -> int:
@@ -140,9 +156,7 @@ async def test_file_locked_past_the_retry_budget_is_backend_unavailable(
     cid = f"locked-{uuid.uuid4().hex[:8]}"
     async with statestore.open_store("sqlite", sqlite_url, busy_timeout=0.05, retries=2) as store:
         await store.save_state(cid, AgentState(step_count=0))
-        holder = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
+        with _write_lock_held(sqlite_url):
             with pytest.raises(BackendUnavailable, match="stayed locked") as info:
                 await store.update_state(cid, StatePatch(step_count=1))
             assert not isinstance(info.value, sqlite3.Error)
@@ -150,9 +164,6 @@ async def test_file_locked_past_the_retry_budget_is_backend_unavailable(
             with pytest.raises(BackendUnavailable):
                 await store.save_state(cid, AgentState(step_count=2))
             assert (await store.load_state(cid)).step_count == 0
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         await store.update_state(cid, StatePatch(step_count=3))
         assert (await store.load_state(cid)).step_count == 3
 
@@ -163,16 +174,12 @@ async def test_a_short_lock_is_waited_out(sqlite_url: str) -> None:
     cid = f"short-{uuid.uuid4().hex[:8]}"
     async with statestore.open_store("sqlite", sqlite_url) as store:
         await store.save_state(cid, AgentState())
-        holder = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        release = asyncio.get_running_loop().call_later(0.3, holder.execute, "ROLLBACK")
-        try:
-            await store.update_state(cid, StatePatch(step_count=1))
-        finally:
-            release.cancel()
-            if holder.in_transaction:
-                holder.execute("ROLLBACK")
-            holder.close()
+        with _write_lock_held(sqlite_url) as holder:
+            release = asyncio.get_running_loop().call_later(0.3, holder.execute, "ROLLBACK")
+            try:
+                await store.update_state(cid, StatePatch(step_count=1))
+            finally:
+                release.cancel()
         assert (await store.load_state(cid)).step_count == 1
 
 
@@ -186,9 +193,7 @@ async def test_a_call_cancelled_while_the_file_is_locked_stops_and_writes_nothin
     cid = f"gave-up-{uuid.uuid4().hex[:8]}"
     async with statestore.open_store("sqlite", sqlite_url, busy_timeout=0.05, retries=8) as store:
         await store.save_state(cid, AgentState(step_count=0))
-        holder = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
+        with _write_lock_held(sqlite_url):
             waiting = asyncio.create_task(store.update_state(cid, StatePatch(step_count=1)))
             await asyncio.sleep(0.2)  # in its busy waits and retries by now
             assert not waiting.done()
@@ -198,9 +203,6 @@ async def test_a_call_cancelled_while_the_file_is_locked_stops_and_writes_nothin
             started = time.monotonic()
             assert (await store.load_state(cid)).step_count == 0  # a read: WAL
             assert time.monotonic() - started < 1.5
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
         assert (await store.load_state(cid)).step_count == 0
         await store.update_state(cid, StatePatch(step_count=2))
         assert (await store.load_state(cid)).step_count == 2
