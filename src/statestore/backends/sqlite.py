@@ -103,26 +103,6 @@ def _fixed_width(text: str) -> str:
     return text if len(text) == 32 else f"{text[:19]}.000000{text[19:]}"
 
 
-# The statements a Tx runs, as plain functions of the connection (on its thread).
-
-
-def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    return conn.execute(sql, args).fetchall()
-
-
-def _fetchrow(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> Row | None:
-    # fetchall, not fetchone: an UPDATE ... RETURNING must run to its end.
-    return next(iter(conn.execute(sql, args).fetchall()), None)
-
-
-def _execute(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
-    return conn.execute(sql, args).rowcount
-
-
-def _executemany(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    conn.executemany(sql, rows)
-
-
 def _rollback(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
         conn.execute("ROLLBACK")
@@ -138,20 +118,21 @@ class _Tx:
         self._db = db
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return _fetch(self._db._connection(), sql, args)
+        return self._db._connection().execute(sql, args).fetchall()
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return _fetchrow(self._db._connection(), sql, args)
+        # fetchall, not fetchone: an UPDATE ... RETURNING must run to its end.
+        return next(iter(self._db._connection().execute(sql, args).fetchall()), None)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return _execute(self._db._connection(), sql, args)
+        return self._db._connection().execute(sql, args).rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        _executemany(self._db._connection(), sql, rows)
+        self._db._connection().executemany(sql, rows)
 
     async def copy_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         # executemany is SQLite's bulk path (sql: the one-row INSERT).
-        _executemany(self._db._connection(), sql, rows)
+        self._db._connection().executemany(sql, rows)
 
 
 class _Job:
