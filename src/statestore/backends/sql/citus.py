@@ -158,13 +158,13 @@ async def relation_size(tx: Tx, table: str) -> int:
 #
 # Kept, that is, where Citus's local plan cache works. From Citus 13.2.1 (and in 14.0)
 # it misses every time for a statement whose shard is chosen at execution: each call
-# plans the statement for the shard again and adds the plan to the cache, which grows
-# by 100-170 KB per call in the worker's session (a session the coordinator keeps open)
-# until that session ends. The fix (citusdata/citus#8824) was merged after 14.0.1. So the
-# functions run with custom plans (``_PLAN_CACHE_MODE``): Citus plans each statement
-# at each call, as for dynamic SQL, and keeps nothing. On a Citus whose cache works,
-# ``auto`` lets PL/pgSQL keep generic plans (a smart load's body then takes well under
-# half the time on the worker; docs/benchmarks.md#on-citus).
+# plans the statement for the shard again and adds the plan to the cache, which grows by
+# a plan per call in the worker's session (a session the coordinator keeps open) until
+# that session ends (``test_citus`` checks that it does not). The fix
+# (citusdata/citus#8824) was merged after 14.0.1. So the functions run with custom plans
+# (``_PLAN_CACHE_MODE``): Citus plans each statement at each call, as for dynamic SQL,
+# and keeps nothing. On a Citus whose cache works, ``auto`` lets PL/pgSQL keep generic
+# plans (docs/benchmarks.md#on-citus measures both).
 #
 # A new version of a function (other arguments or results) gets a new name (``_v2``), so
 # a store keeps calling the one it knows; a new body under the same signature replaces
