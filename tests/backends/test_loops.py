@@ -13,10 +13,12 @@ error behind.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -211,6 +213,47 @@ async def test_a_busy_pool_across_loops_times_out_clearly(postgres_url: str) -> 
             assert time.monotonic() - started < 5
         on_new_loop(lambda: store.update_state(cid, append("served")))
         assert (await store.load_state(cid)).history_total == 1
+
+
+@pytest.mark.postgres
+async def test_a_call_left_pending_on_a_dropped_loop_leaves_no_socket_open(
+    postgres_url: str, admin: Any
+) -> None:
+    """An application drops its loop (closes it) while a store call waits on a row
+    lock there; when the garbage collector closes the pending call, its connection's
+    socket is closed then, not left for the collector to find open (a ResourceWarning
+    in whatever runs next). The write is applied whole or not at all (the server may
+    finish it once the lock is gone), and the store goes on serving."""
+    async with statestore.open_store("postgres", postgres_url, pool_size=2) as store:
+        cid = new_id()
+        await store.save_state(cid, AgentState(step_count=0))
+        lock = admin.transaction()
+        await lock.start()
+        await admin.execute(
+            "SELECT 1 FROM conversation_states WHERE conversation_id = $1 FOR UPDATE", cid
+        )
+
+        def drop_a_loop_with_a_call_pending() -> list[str]:
+            loop = asyncio.new_event_loop()
+            patch = StatePatch(step_count=1, append_messages=[Message("user", "dropped")])
+            task = loop.create_task(store.update_state(cid, patch))
+            loop.run_until_complete(asyncio.sleep(0.3))  # the UPDATE waits on the lock
+            loop.close()
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                task.get_coro().close()  # what the garbage collector does to it
+                del task
+                gc.collect()
+            return [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
+
+        try:
+            assert in_thread(drop_a_loop_with_a_call_pending) == []
+        finally:
+            await lock.rollback()
+        loaded = await store.load_state(cid)
+        assert (loaded.version, loaded.step_count, loaded.history_total) in ((1, 0, 0), (2, 1, 1))
+        await store.update_state(cid, StatePatch(step_count=2))
+        assert (await store.load_state(cid)).step_count == 2
 
 
 @pytest.mark.postgres

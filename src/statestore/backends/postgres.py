@@ -226,25 +226,26 @@ class _PgTx:
 
 def _terminate(conn: Any) -> None:
     """Close a connection at once, without a round trip. One whose socket already
-    closed may refuse (an asyncpg pool's proxy): nothing is left to do then."""
-    with contextlib.suppress(Exception):
-        conn.terminate()
+    closed may refuse (an asyncpg pool's proxy): nothing is left to do then.
 
-
-def _orphan(conn: Any) -> None:
-    """Close a connection whose event loop has closed. ``terminate`` still tells the
-    server (the Terminate message is written straight to the socket), then fails where
-    the transport asks the dead loop to finish closing: that last step is done here,
-    so that the socket is closed now rather than by the garbage collector. Over TLS
-    (Citus turns it on) the socket is that of the transport under asyncio's TLS one."""
+    One whose event loop has closed (a sweep of a closed loop's connections, or a call
+    left pending when its application dropped the loop, closed later by the garbage
+    collector): ``terminate`` fails where the transport asks that loop to finish
+    closing. That last step is done here, so that the socket is closed now rather than
+    by the garbage collector. Over TLS (Citus turns it on) the socket is that of the
+    transport under asyncio's TLS one."""
     transport = getattr(conn, "_transport", None)
-    _terminate(conn)
-    under = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
-    for layer in (transport, under):
-        finish = getattr(layer, "_call_connection_lost", None)
-        if finish is not None and getattr(layer, "_sock", None) is not None:
-            with contextlib.suppress(Exception):
-                finish(None)
+    try:
+        conn.terminate()
+    except RuntimeError:  # "Event loop is closed"
+        under = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+        for layer in (transport, under):
+            finish = getattr(layer, "_call_connection_lost", None)
+            if finish is not None and getattr(layer, "_sock", None) is not None:
+                with contextlib.suppress(Exception):
+                    finish(None)
+    except Exception:
+        pass
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -374,7 +375,7 @@ class ConnectionPool:
                 if orphans and self._waiters:
                     wake = [self._next_waiter(None) for _ in orphans]
             for orphan in orphans:
-                _orphan(orphan)
+                _terminate(orphan)
             for other in wake:
                 self._send(other)
             if conn is not None:
@@ -485,7 +486,7 @@ class ConnectionPool:
         """Close ``conn``, a connection of ``loop`` whose room is already given up,
         from whichever thread: on its own loop at once; on another live loop by a
         callback there (a transport is not thread-safe), or by the next sweep if
-        that loop closes before running it; on a closed loop by ``_orphan``."""
+        that loop closes before running it; on a closed loop at once (``_terminate``)."""
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -502,7 +503,7 @@ class ConnectionPool:
             except RuntimeError:  # closed since
                 with self._guard:
                     self._condemned.pop(conn, None)
-        _orphan(conn)
+        _terminate(conn)
 
     def _execute(self, conn: Any) -> None:
         """On ``conn``'s loop: close a connection ``_drop`` condemned."""
@@ -588,7 +589,7 @@ class ConnectionPool:
         for waiter in waiters:
             self._send(waiter)
         for conn in orphans:
-            _orphan(conn)
+            _terminate(conn)
         for conn, owner in idle:
             if owner is loop:
                 with contextlib.suppress(Exception):
