@@ -256,6 +256,35 @@ async def test_a_call_left_pending_on_a_dropped_loop_leaves_no_socket_open(
 
 
 @pytest.mark.postgres
+async def test_a_connection_closed_as_its_loop_runs_its_last_step_leaves_no_socket_open(
+    postgres_url: str,
+) -> None:
+    """A connection of another loop that the pool drops is closed by a callback on its
+    own loop; when that loop runs the callback in its very last step (then closes, as
+    ``asyncio.run`` may), the socket is still closed by the time the store closes,
+    not left open for the garbage collector."""
+    async with statestore.open_store("postgres", postgres_url, pool_size=2) as store:
+        cid = new_id()
+        await store.save_state(cid, AgentState())
+        pool = store.backend._db._pool  # type: ignore[attr-defined]
+        loop = asyncio.new_event_loop()
+        try:
+            in_thread(lambda: loop.run_until_complete(store.load_state(cid)))
+            used = [conn for conn, (owner, _) in pool._owners.items() if owner is loop]
+            assert used, "the other loop's call left its connection idle in the pool"
+            await pool.expire()  # drops it: a callback on its loop closes it
+
+            def last_step() -> None:
+                loop.call_soon(loop.stop)  # after the pool's callback, in one step
+                loop.run_forever()
+
+            in_thread(last_step)
+        finally:
+            loop.close()
+    assert [c for c in used if c._transport.get_extra_info("socket").fileno() != -1] == []
+
+
+@pytest.mark.postgres
 async def test_application_pool_refuses_another_loop_and_keeps_working(
     postgres_url: str,
 ) -> None:

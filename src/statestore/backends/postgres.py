@@ -224,28 +224,35 @@ class _PgTx:
         await self._conn.execute(sql, *zip(*rows, strict=True))
 
 
+def _transports(conn: Any) -> tuple[Any, Any]:
+    """The transport of ``conn`` and, over TLS (Citus turns it on), the one under
+    asyncio's TLS transport, which holds the socket."""
+    transport = getattr(conn, "_transport", None)
+    return transport, getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+
+
+def _socket_open(conn: Any) -> bool:
+    return any(getattr(layer, "_sock", None) is not None for layer in _transports(conn))
+
+
 def _terminate(conn: Any) -> None:
     """Close a connection at once, without a round trip. One whose socket already
     closed may refuse (an asyncpg pool's proxy): nothing is left to do then.
 
-    One whose event loop has closed (a sweep of a closed loop's connections, or a call
-    left pending when its application dropped the loop, closed later by the garbage
-    collector): ``terminate`` fails where the transport asks that loop to finish
-    closing. That last step is done here, so that the socket is closed now rather than
-    by the garbage collector. Over TLS (Citus turns it on) the socket is that of the
-    transport under asyncio's TLS one."""
-    transport = getattr(conn, "_transport", None)
-    try:
+    A transport takes the last step of closing (closing its socket) in a callback on
+    its event loop. A loop that has closed never runs it: a sweep of a closed loop's
+    connections, a call left pending when its application dropped the loop (closed
+    later by the garbage collector), or a loop that closed right after the step that
+    asked. That step is taken here for such a transport, so that the socket is closed
+    now rather than by the garbage collector."""
+    with contextlib.suppress(Exception):  # on a closed loop: "Event loop is closed"
         conn.terminate()
-    except RuntimeError:  # "Event loop is closed"
-        under = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
-        for layer in (transport, under):
-            finish = getattr(layer, "_call_connection_lost", None)
-            if finish is not None and getattr(layer, "_sock", None) is not None:
-                with contextlib.suppress(Exception):
-                    finish(None)
-    except Exception:
-        pass
+    for layer in _transports(conn):
+        loop = getattr(layer, "_loop", None)
+        finish = getattr(layer, "_call_connection_lost", None)
+        if finish is not None and loop is not None and loop.is_closed() and _socket_open(conn):
+            with contextlib.suppress(Exception):
+                finish(None)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -460,8 +467,8 @@ class ConnectionPool:
             del self._owners[conn]
         self._open -= len(dead)
         condemned = [conn for conn, loop in self._condemned.items() if loop.is_closed()]
-        for conn in condemned:
-            del self._condemned[conn]
+        for conn in [*condemned, *(c for c in self._condemned if not _socket_open(c))]:
+            self._condemned.pop(conn, None)
         for loop in [
             loop
             for loop, idle in self._idle.items()
@@ -506,9 +513,11 @@ class ConnectionPool:
         _terminate(conn)
 
     def _execute(self, conn: Any) -> None:
-        """On ``conn``'s loop: close a connection ``_drop`` condemned."""
+        """On ``conn``'s loop: close a connection ``_drop`` condemned. It stays
+        condemned until its socket is closed: should the loop close before the
+        transport's last step, a sweep takes that step (``_terminate``)."""
         with self._guard:
-            if self._condemned.pop(conn, None) is None:
+            if conn not in self._condemned:
                 return  # a sweep closed it already
         _terminate(conn)
 
