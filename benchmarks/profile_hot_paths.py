@@ -9,8 +9,10 @@ Every figure is a median in milliseconds, measured in the same run as the raw-dr
 version of the same work (aiosqlite / asyncpg by hand: one INSERT per append,
 ``ORDER BY seq DESC LIMIT 20`` per window, plain SELECTs for a full load, ``executemany``
 for a full save), so the ratios hold even on a busy machine. N = 1,000 messages of
-about 400 characters, 50 context items. On SQLite it also times, with plain sqlite3,
-each statement of an append and the rows of a full save against one document.
+about 400 characters, 50 context items. It also times the floor of a full load: a
+benchmark-workload conversation's message rows by the driver alone, decoded, and as
+``Message`` objects. On SQLite it also times, with plain sqlite3, each statement of an
+append and the rows of a full save against one document.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import statestore
 from statestore import AgentState, ContextItem, LoadOptions, Message, StatePatch
 from statestore.backends.sql import migrate
+from statestore.bench.data import make_state as bench_state
 
 N_MESSAGES = 1000
 N_ITEMS = 50
@@ -134,6 +139,10 @@ ALL_ITEMS_SQL = (
     "FROM memory_context_items WHERE conversation_id = {0} ORDER BY item_id"
 )
 STATE_ROW_SQL = "SELECT * FROM conversation_states WHERE conversation_id = {0}"
+FLOOR_SQL = (
+    "SELECT seq, role, content, message_type, tool_name, created_at, metadata, payload "
+    "FROM conversation_messages WHERE conversation_id = {0} ORDER BY seq"
+)
 
 
 class RawSqlite:
@@ -200,6 +209,9 @@ class RawSqlite:
     async def window(self, cid: str) -> list[Any]:
         return list(await self.conn.execute_fetchall(WINDOW_SQL.format("?"), (cid,)))
 
+    async def messages(self, cid: str) -> list[Any]:
+        return list(await self.conn.execute_fetchall(FLOOR_SQL.format("?"), (cid,)))
+
     async def full(self, cid: str) -> list[Any]:
         c = self.conn
         return [
@@ -257,6 +269,9 @@ class RawPostgres:
     async def window(self, cid: str) -> list[Any]:
         return list(await self.conn.fetch(WINDOW_SQL.format("$1"), cid))
 
+    async def messages(self, cid: str) -> list[Any]:
+        return list(await self.conn.fetch(FLOOR_SQL.format("$1"), cid))
+
     async def full(self, cid: str) -> list[Any]:
         c = self.conn
         return [
@@ -264,6 +279,48 @@ class RawPostgres:
             await c.fetch(ALL_MSGS_SQL.format("$1"), cid),
             await c.fetch(ALL_ITEMS_SQL.format("$1"), cid),
         ]
+
+
+async def load_floor(raw: Any, engine: str, reps: int) -> list[float]:
+    """What a full load's messages cost past the driver, whoever builds them: the rows
+    of conversation ``floor`` (the benchmark workload, ``statestore.bench.data``) as
+    the driver gives them; with each row's timestamp and JSON decoded, no objects; and
+    as the ``Message`` objects a load returns. Median ms of each."""
+    to_time = datetime.fromisoformat if engine == "sqlite" else None  # asyncpg decodes
+    loads = orjson.loads
+
+    async def decoded() -> list[tuple[Any, ...]]:
+        return [
+            (
+                seq,
+                role,
+                content,
+                kind,
+                tool,
+                to_time(at) if to_time else at,
+                loads(meta),
+                None if payload is None else loads(payload),
+            )
+            for seq, role, content, kind, tool, at, meta, payload in await raw.messages("floor")
+        ]
+
+    async def built() -> list[Message]:
+        return [
+            Message(
+                role,
+                content,
+                kind,
+                tool,
+                to_time(at) if to_time else at,
+                loads(meta),
+                seq,
+                True,  # validated, as a load builds them
+                None if payload is None else loads(payload),
+            )
+            for seq, role, content, kind, tool, at, meta, payload in await raw.messages("floor")
+        ]
+
+    return await timed(lambda: raw.messages("floor"), decoded, built, reps=max(reps // 4, 10))
 
 
 def row(name: str, ours: float, ref: float, ref_name: str, target: str) -> None:
@@ -288,6 +345,7 @@ async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
         await store.save_state("ours", state)
         await legacy.save_state("legacy", state)
         await raw.create("raw", state)
+        await store.save_state("floor", bench_state(N_MESSAGES))
 
         seq = {"ours": N_MESSAGES, "raw": N_MESSAGES}
         k = iter(range(10**9))
@@ -314,6 +372,7 @@ async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
             lambda: raw.full("raw"),
             reps=max(reps // 4, 10),
         )
+        results["load_floor"] = await load_floor(raw, engine, reps)
         turn = LoadOptions.smart()
         results["load_turn_mem"] = (
             await peak_kib(lambda: store.load_state("ours", turn)),
@@ -375,6 +434,12 @@ async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
     row("load_window", w, rw, "raw", "target <= 2")
     row("load_full", fl, lfl, "legacy", "target <= 1")
     print(f"  {'':<12} raw full load {rfl:.3f} ms (ratio {fl / rfl:.2f})")
+    driver, decoded, built = results["load_floor"]
+    print(
+        f"  {'':<12} the messages alone, by the driver: {driver:.3f} ms; decoded "
+        f"{decoded:.3f} ms ({decoded / driver:.2f}x); as Message objects {built:.3f} ms "
+        f"({built / driver:.2f}x)"
+    )
     row("save_full", fs, lfs, "legacy", "target <= 1")
     print(f"  {'':<12} raw full save {rfs:.3f} ms (ratio {fs / rfs:.2f})")
     print(f"  {'load_turn':<12} peak {mem:9.1f} KiB   legacy {lmem:9.1f} KiB", end="")
@@ -393,8 +458,6 @@ def sqlite_anatomy(path: Path, reps: int) -> None:
     the SQL of ``update_state`` appending one message against the raw one-INSERT
     append, and 1,000 message rows against one 1,000-message document."""
     import sqlite3
-
-    import orjson
 
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
