@@ -11,8 +11,9 @@ version of the same work (aiosqlite / asyncpg by hand: one INSERT per append,
 for a full save), so the ratios hold even on a busy machine. N = 1,000 messages of
 about 400 characters, 50 context items. It also times the floor of a full load: a
 benchmark-workload conversation's message rows by the driver alone, decoded, and as
-``Message`` objects. On SQLite it also times, with plain sqlite3, each statement of an
-append and the rows of a full save against one document.
+``Message`` objects; on PostgreSQL, a one-statement call on the store's own pool
+against one on asyncpg's (``pool=``). On SQLite it also times, with plain sqlite3,
+each statement of an append and the rows of a full save against one document.
 """
 
 from __future__ import annotations
@@ -323,6 +324,25 @@ async def load_floor(raw: Any, engine: str, reps: int) -> list[float]:
     return await timed(lambda: raw.messages("floor"), decoded, built, reps=max(reps // 4, 10))
 
 
+async def pool_cost(store: Any, url: str, reps: int) -> list[float]:
+    """A one-statement call (the state row alone) on the store's own pool, and on a
+    store given ``pool=asyncpg.create_pool(...)`` with asyncpg's defaults (which run a
+    reset query when a connection is released). Median ms of each."""
+    import asyncpg
+
+    head = LoadOptions(last_messages=0, context_limit=0)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        async with statestore.open_store("postgres", url, pool=pool) as pooled:
+            return await timed(
+                lambda: store.load_state("ours", head),
+                lambda: pooled.load_state("ours", head),
+                reps=reps,
+            )
+    finally:
+        await pool.close()
+
+
 def row(name: str, ours: float, ref: float, ref_name: str, target: str) -> None:
     print(f"  {name:<12} {ours:9.3f} ms   {ref_name} {ref:9.3f} ms", end="")
     print(f"   ratio {ours / ref:6.2f}  ({target})")
@@ -373,6 +393,8 @@ async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
             reps=max(reps // 4, 10),
         )
         results["load_floor"] = await load_floor(raw, engine, reps)
+        if engine == "postgresql":
+            results["pool"] = await pool_cost(store, url, reps)
         turn = LoadOptions.smart()
         results["load_turn_mem"] = (
             await peak_kib(lambda: store.load_state("ours", turn)),
@@ -442,6 +464,12 @@ async def run_engine(engine: str, url: str, reps: int, grow: int) -> None:
     )
     row("save_full", fs, lfs, "legacy", "target <= 1")
     print(f"  {'':<12} raw full save {rfs:.3f} ms (ratio {fs / rfs:.2f})")
+    if "pool" in results:
+        own, theirs = results["pool"]
+        print(
+            f"  {'pool':<12} the state row alone: own pool {own:.3f} ms, asyncpg's pool "
+            f"{theirs:.3f} ms ({theirs / own:.2f}x)"
+        )
     print(f"  {'load_turn':<12} peak {mem:9.1f} KiB   legacy {lmem:9.1f} KiB", end="")
     print(f"   ratio {mem / lmem:6.2f}  (target <= 0.3)")
     if engine == "sqlite":
