@@ -223,6 +223,14 @@ class SqliteDatabase:
         busy_timeout: float = 5.0,
         retries: int = 5,
     ) -> None:
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not busy_timeout >= 0  # NaN too
+        ):
+            raise ValidationError("busy_timeout", "must be a number of seconds >= 0")
+        if type(retries) is not int or retries < 0:
+            raise ValidationError("retries", "must be an integer >= 0")
         self.path = sqlite_path(url)
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout = busy_timeout
