@@ -75,6 +75,10 @@ def sqlite_path(url: str) -> Path:
             "needs a file: sqlite:///relative.db or sqlite:////absolute.db "
             "(in-memory databases are not supported)",
         )
+    if parts.query:  # none is read: refused rather than ignored (?mode=ro would not be)
+        raise ValidationError(
+            "url", f"takes no options after '?' (got {parts.query!r}): sqlite:///path.db"
+        )
     return Path(database)
 
 
