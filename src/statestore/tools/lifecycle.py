@@ -154,7 +154,12 @@ def parse_age(text: str) -> timedelta:
     match = _AGE.match(text)
     if match is None:
         raise ValidationError("older-than", f"must be a number and a unit s/m/h/d/w, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ValidationError(
+            "older-than", f"is too long: {text!r} (at most {timedelta.max.days}d)"
+        ) from None
 
 
 async def prune_conversations(
@@ -170,7 +175,10 @@ async def prune_conversations(
     """Delete the conversations (of ``user_id``) last updated before ``now -
     older_than``, a page at a time; ``dry_run`` only lists them. Returns how many
     were (or would be) removed; each one goes to ``on_removed``."""
-    cutoff = (now or datetime.now(UTC)) - older_than
+    try:
+        cutoff = (now or datetime.now(UTC)) - older_than
+    except OverflowError:  # before year 1: nothing was updated that long ago
+        return 0
     removed = 0
     async for page in iter_conversations(store, user_id=user_id, batch_size=batch_size):
         for info in page:
