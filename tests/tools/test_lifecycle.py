@@ -93,6 +93,9 @@ async def test_import_reports_bad_lines(sqlite_url: str) -> None:
         ("bad-state", "invalid"),
     ]
     assert "line 5" in problems[2].reason
+    # Named "line 1" already: the reason does not repeat it, nor name a "line" field.
+    assert problems[0].reason.startswith("not JSON: ")
+    assert problems[1].reason == "line 3: unknown keys ['stat']"
 
 
 def test_parse_age() -> None:

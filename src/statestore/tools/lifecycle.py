@@ -124,7 +124,14 @@ async def import_conversations(
         try:
             conversation_id, user_id, state = parse_record(line)
         except ValidationError as exc:
-            run.problem(_name_of(line, number), "invalid", f"line {number}: {exc}")
+            # A problem of the whole line names no field; one without an id is
+            # named "line N" already, so the reason does not say it again.
+            detail = exc.reason if exc.field == "line" else str(exc)
+            name = _id_of(line)
+            if name is None:
+                run.problem(f"line {number}", "invalid", detail)
+            else:
+                run.problem(name, "invalid", f"line {number}: {detail}")
             run.tick()
             continue
         state.user_id = user_id
@@ -134,13 +141,14 @@ async def import_conversations(
     return run.stats
 
 
-def _name_of(line: bytes, number: int) -> str:
+def _id_of(line: bytes) -> str | None:
+    """The conversation id of a bad line, if it has one."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return f"line {number}"
+        return None
     cid = record.get("conversation_id") if isinstance(record, dict) else None
-    return cid if isinstance(cid, str) and cid else f"line {number}"
+    return cid if isinstance(cid, str) and cid else None
 
 
 # -- prune --------------------------------------------------------------------------------
