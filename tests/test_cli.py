@@ -284,6 +284,26 @@ def test_migrate_refuses_backend_url_mismatch(
     assert not (tmp_path / "x.db").exists()
 
 
+def test_migrate_downgrade_needs_a_revision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate --downgrade` without REVISION is a one-line error that asks for one,
+    not a "downgraded to head" that did nothing; the schema stays at head."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    assert main(["migrate", "--url", url]) == 0
+    capsys.readouterr()
+    assert main(["migrate", "--url", url, "--downgrade"]) == 2
+    captured = capsys.readouterr()
+    _assert_one_line_error(captured.err)
+    assert "--downgrade needs a REVISION" in captured.err and captured.out == ""
+    conn = sqlite3.connect(tmp_path / "x.db")
+    try:
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    finally:
+        conn.close()
+    assert version == migrate.head_revision()
+
+
 def test_migrate_unknown_revision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown revision is a one-line error, not an Alembic traceback."""
     assert main(["migrate", "--url", f"sqlite:///{tmp_path}/x.db", "nosuchrev"]) == 2

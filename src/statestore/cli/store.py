@@ -40,17 +40,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise StateStoreError(
             "--sql prints the upgrade SQL only; it cannot be combined with --downgrade"
         )
+    if args.downgrade and args.revision is None:
+        # "head" is no way down: without a REVISION nothing would happen.
+        raise StateStoreError("--downgrade needs a REVISION (e.g. base to remove every table)")
+    revision = args.revision or "head"
     from ..backends.sql import migrate  # Alembic: only this command needs it
 
     if args.sql:
-        print(migrate.upgrade_sql(config.url, args.revision), end="")
+        print(migrate.upgrade_sql(config.url, revision), end="")
         return 0
-    if args.revision.startswith("-") or args.downgrade:
-        run_async(_void(migrate.downgrade(config.url, args.revision)))
-        print(f"downgraded {mask_url(config.url)} to {args.revision}")
+    if revision.startswith("-") or args.downgrade:
+        run_async(_void(migrate.downgrade(config.url, revision)))
+        print(f"downgraded {mask_url(config.url)} to {revision}")
     else:
-        run_async(_void(migrate.upgrade(config.url, args.revision)))
-        target = migrate.head_revision() if args.revision == "head" else args.revision
+        run_async(_void(migrate.upgrade(config.url, revision)))
+        target = migrate.head_revision() if revision == "head" else revision
         print(f"{mask_url(config.url)} is at revision {target}")
     return 0
 
@@ -141,8 +145,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "revision",
         nargs="?",
-        default="head",
-        help="target revision (default: head; `base` with --downgrade removes all)",
+        help="target revision (default: head); required with --downgrade, where `base` "
+        "removes every table",
     )
     p.add_argument("--downgrade", action="store_true", help="go down to REVISION instead of up")
     p.add_argument(
