@@ -339,6 +339,26 @@ def test_show_prints_the_conversation(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "relevance=0.75" in out
 
 
+def test_show_prints_a_payload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A message whose text is in its payload (a function call) shows the payload as
+    compact JSON, cut short when long."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    call = {"name": "lookup", "arguments": {"id": 3}}
+    state = AgentState(
+        conversation_history=[
+            Message("assistant", "", "function_call", "lookup", payload=call),
+            Message("tool", "", "event", payload={"blob": "z" * 500}),
+        ]
+    )
+    _save(url, "calls", state)
+    assert main(["show", "calls", "--url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].endswith(
+        ' assistant [lookup] (function_call): {"name":"lookup","arguments":{"id":3}}'
+    )
+    assert lines[3].endswith("\u2026") and '{"blob":"zzz' in lines[3] and len(lines[3]) < 300
+
+
 def test_show_last_n(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`show --last 1` prints only the newest message and says how many there are."""
     url = f"sqlite:///{tmp_path}/s.db"

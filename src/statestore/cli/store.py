@@ -112,13 +112,24 @@ async def _show(args: argparse.Namespace) -> int:
     for m in state.conversation_history:
         tool = f" [{m.tool_name}]" if m.tool_name else ""
         kind = "" if m.message_type == "text" else f" ({m.message_type})"
-        print(f"#{m.seq} {m.timestamp:%Y-%m-%d %H:%M:%S} {m.role}{tool}{kind}: {m.content}")
+        text = m.content
+        if m.payload is not None:  # a tool call or event: its text is in the payload
+            text = f"{text} {_short_json(m.payload)}" if text else _short_json(m.payload)
+        print(f"#{m.seq} {m.timestamp:%Y-%m-%d %H:%M:%S} {m.role}{tool}{kind}: {text}")
     for c in state.memory_context:
         print(
             f"context #{c.item_id} {c.source}/{c.context_type} "
             f"relevance={c.relevance_score:.2f}: {c.content}"
         )
     return 0
+
+
+def _short_json(value: object, width: int = 200) -> str:
+    """``value`` as compact JSON, cut to ``width`` characters (--json prints it whole)."""
+    import orjson
+
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 # -- the parsers ------------------------------------------------------------------------
