@@ -423,10 +423,24 @@ def test_show_default_store_is_local_sqlite(
 def test_show_missing_conversation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown conversation is a one-line error with exit status 2."""
     url = f"sqlite:///{tmp_path}/s.db"
+    _save(url, "other", _conversation())
     assert main(["show", "nope", "--url", url]) == 2
     err = capsys.readouterr().err
     _assert_one_line_error(err)
     assert "not found" in err
+
+
+def test_show_refuses_a_missing_sqlite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`show` on a mistyped SQLite path says the file does not exist and creates no
+    database, as stats and copy --from do."""
+    typo = tmp_path / "typo.db"
+    assert main(["show", "conv-1", "--url", f"sqlite:///{typo}"]) == 2
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert f"SQLite file {typo} does not exist" in err
+    assert not typo.exists()
 
 
 def test_show_respects_ownership(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

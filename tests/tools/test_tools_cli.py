@@ -220,3 +220,57 @@ def test_prune_and_stats_on_postgres(own_pg_url: str, capsys: pytest.CaptureFixt
     assert stats["conversations"] == 2
     assert stats["tables"]["conversation_states"]["rows"] == 2
     assert stats["tables"]["conversation_states"]["bytes"] > 0
+
+
+def _fill(name: str, url: str, *ids: str) -> None:
+    async def fill() -> None:
+        async with statestore.open_store(name, url) as store:
+            for cid in ids:
+                await store.save_state(cid, AgentState(user_input=cid))
+
+    asyncio.run(fill())
+
+
+def _one_line_error(err: str, *names: str) -> None:
+    assert err.count("\n") == 1 and err.startswith("statestore: error:"), err
+    assert "Traceback" not in err
+    for name in names:
+        assert name in err, (name, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["export", "--out", "e.jsonl"],
+        ["prune", "--older-than", "30d"],
+        ["prune", "--older-than", "30d", "--dry-run"],
+    ],
+)
+def test_reading_commands_refuse_a_missing_sqlite_file(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """export and prune on a mistyped SQLite path: exit 2, the path named, no
+    database created and no output file written."""
+    monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "typo.db"
+    assert main([*argv, "--url", f"sqlite:///{typo}"]) == 2
+    captured = capsys.readouterr()
+    _one_line_error(captured.err, f"SQLite file {typo} does not exist")
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_ages_beyond_the_calendar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An age too long to compute is a one-line error; one reaching back before year 1
+    removes nothing."""
+    url = f"sqlite:///{tmp_path}/p.db"
+    _fill("sqlite", url, "kept")
+    assert main(["prune", "--url", url, "--older-than", "99999999999d", "--dry-run"]) == 2
+    _one_line_error(capsys.readouterr().err, "older-than", "99999999999d")
+    assert main(["prune", "--url", url, "--older-than", "1000000d"]) == 0
+    assert "removed 0 conversation(s)" in capsys.readouterr().out
+    assert main(["stats", "--url", url, "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["conversations"] == 1

@@ -14,10 +14,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..core.config import mask_url, resolve_config, url_scheme
+from ..core.config import mask_url, resolve_config
 from ..core.errors import StateStoreError
 from ..core.registry import default_registry
-from .common import Subparsers, add_store_arguments, positive, run_async
+from .common import (
+    Subparsers,
+    add_store_arguments,
+    existing_store,
+    positive,
+    refuse_missing_sqlite,
+    run_async,
+)
 
 if TYPE_CHECKING:
     from ..core.backend import ConversationInfo
@@ -36,15 +43,13 @@ def _open_spec(
 ) -> tuple[Store, str]:
     """The unopened store for ``NAME:URL`` and a masked label for messages."""
     from ..backends.dual import split_target
-    from ..backends.sqlite import sqlite_path
 
     name, url = split_target(spec)
     if url is None:
         raise StateStoreError(f"{option} needs NAME:URL, e.g. postgres:postgresql://host/db")
     default_registry().get(name)  # an unknown name is the first thing to say
-    if must_exist and url_scheme(url) == "sqlite" and not sqlite_path(url).exists():
-        # Opening would create (and migrate) an empty file: surely a typo.
-        raise StateStoreError(f"{option}: SQLite file {sqlite_path(url)} does not exist")
+    if must_exist:
+        refuse_missing_sqlite(url, option)
     return default_registry().open_store(name, url, migrate=migrate), f"{name}:{mask_url(url)}"
 
 
@@ -183,8 +188,7 @@ async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
     from ..tools.lifecycle import export_conversations
     from .progress import Progress
 
-    config = resolve_config(args.backend, args.url)
-    store = default_registry().open_store(config.backend, config.url)
+    store = existing_store(args.backend, args.url)
     to_stdout = args.out == "-"
     progress = None if args.quiet or to_stdout else Progress("exported")
     reporter = _Reporter(None, progress)
@@ -245,8 +249,7 @@ async def _prune(args: argparse.Namespace, age: timedelta) -> int:
     from ..core.maintenance import Maintenance, maintenance_of
     from ..tools.lifecycle import prune_conversations
 
-    config = resolve_config(args.backend, args.url)
-    store = default_registry().open_store(config.backend, config.url)
+    store = existing_store(args.backend, args.url)
     verb = "would remove" if args.dry_run else "removed"
 
     def removed(info: ConversationInfo) -> None:
@@ -279,7 +282,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     config = resolve_config(args.backend, args.url)
     if config.url is None:
         raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
-    stats = run_async(_stats(config.backend, config.url, args.top))
+    stats = run_async(_stats(existing_store(config.backend, config.url), args.top))
     if args.json:
         import orjson
 
@@ -310,14 +313,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _stats(backend: str, url: str, top: int) -> StoreStats:
-    from ..backends.sqlite import sqlite_path
+async def _stats(store: Store, top: int) -> StoreStats:
     from ..core.maintenance import maintenance_of
 
-    if url_scheme(url) == "sqlite" and not sqlite_path(url).exists():
-        # Opening would create an empty file: surely a typo.
-        raise StateStoreError(f"SQLite file {sqlite_path(url)} does not exist")
-    async with default_registry().open_store(backend, url) as store:
+    async with store:
         return await maintenance_of(store).storage_stats(top=top)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from ..core.config import mask_url, resolve_config, url_scheme
 from ..core.errors import StateStoreError
 from ..core.query import LoadOptions
-from ..core.registry import default_registry, open_store
-from .common import Subparsers, add_store_arguments, run_async
+from ..core.registry import default_registry
+from .common import Subparsers, add_store_arguments, existing_store, run_async
 
 __all__ = ["register"]
 
@@ -90,7 +90,7 @@ async def _show(args: argparse.Namespace) -> int:
     import orjson
 
     options = LoadOptions(last_messages=args.last)
-    async with open_store(args.backend, args.url) as store:
+    async with existing_store(args.backend, args.url) as store:
         state = await store.load_state(args.conversation_id, options, user_id=args.user)
     if args.json:
         sys.stdout.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
