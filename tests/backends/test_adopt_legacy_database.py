@@ -14,6 +14,7 @@ import pytest
 import statestore
 from statestore import AgentState, Message
 from statestore.backends.sql import migrate
+from statestore.core.maintenance import maintenance_of
 from statestore.testing.plugin import scratch_database
 
 OLD_STATE = AgentState(
@@ -115,3 +116,14 @@ async def test_sqlite_file_of_the_old_system_migrates_on_open(tmp_path: Path) ->
 async def _load(backend: str, url: str) -> AgentState:
     async with statestore.open_store(backend, url) as store:
         return await store.load_state("old-1")
+
+
+@pytest.mark.postgres
+async def test_stats_of_an_adopted_postgres_database(legacy_postgres_url: str) -> None:
+    """stats (the sizes of the layouts) works on the old system's table, whose
+    content is JSONB (octet_length takes text only)."""
+    await migrate.upgrade(legacy_postgres_url)
+    async with statestore.open_store("legacy-blob", legacy_postgres_url) as legacy:
+        stats = await maintenance_of(legacy).storage_stats(top=5)
+    assert stats.legacy_conversations == 1
+    assert [cid for cid, _, _ in stats.largest_legacy] == ["old-1"]

@@ -8,7 +8,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,12 +18,14 @@ from statestore import (
     AgentState,
     ContextItem,
     ConversationNotFound,
+    CorruptState,
     LoadOptions,
     Message,
     StatePatch,
 )
 from statestore.backends.sql import migrate
 from statestore.backends.sqlite import sqlite_path
+from statestore.tools.lifecycle import prune_conversations
 
 # A document as the old system wrote it: naive timestamps, a tool call, nested JSON.
 OLD_DOCUMENT = {
@@ -237,3 +239,40 @@ async def test_update_appends_a_whole_new_snapshot(legacy_url: str) -> None:
         "42",
         "42",
     ]
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_a_timestamp_out_of_range_in_utc_is_corrupt(legacy_url: str, stamp: str) -> None:
+    """A document timestamp that leaves the calendar once converted to UTC makes its
+    conversation CorruptState (which copy reports and skips), not an OverflowError that
+    stops a whole copy."""
+    cid = _cid()
+    message = {"role": "user", "content": "x", "timestamp": stamp}
+    await _insert(legacy_url, cid, json.dumps({"conversation_history": [message]}))
+    async with statestore.open_store("legacy-blob", legacy_url) as store:
+        with pytest.raises(CorruptState, match="out of range in UTC"):
+            await store.load_state(cid)
+
+
+async def test_naive_row_times_of_the_old_system_read_as_utc(tmp_path: Any) -> None:
+    """Rows the old system wrote with SQLite's CURRENT_TIMESTAMP (no offset) read as
+    UTC, so listing newest first, prune and a write next to them work."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    await migrate.upgrade(url)
+    conn = sqlite3.connect(sqlite_path(url))
+    with conn:
+        conn.execute(
+            "INSERT INTO memory_chunks (user_id, conversation_id, content, created_at) "
+            "VALUES ('u1', 'old-1', '{\"step_count\": 1}', '2025-01-02 03:04:05.000000'), "
+            "(NULL, 'old-2', '{}', CURRENT_TIMESTAMP)"
+        )
+    conn.close()
+    async with statestore.open_store("legacy-blob", url) as store:
+        old = await store.load_state("old-1", user_id="u1")
+        assert old.created_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+        await store.save_state("new-1", AgentState())
+        listed = await store.list_conversations(order="updated")
+        assert [c.conversation_id for c in listed] == ["new-1", "old-2", "old-1"]
+        assert all(c.updated_at.tzinfo is not None for c in listed)
+        # Only old-1 (2025) is older than a day; comparing it used to raise TypeError.
+        assert await prune_conversations(store, timedelta(days=1), dry_run=True) == 1

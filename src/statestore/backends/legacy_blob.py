@@ -73,7 +73,13 @@ class LegacyBlobBackend(DatabaseBackend):
             return None
         owner, content, updated_at, count, first_at = row
         state = parse_document(conversation_id, content)
-        return owner, state, self._db.ts_out(updated_at), count, self._db.ts_out(first_at)
+        return owner, state, self._ts(updated_at), count, self._ts(first_at)
+
+    def _ts(self, value: Any) -> datetime:
+        """A row's ``created_at``, aware: the old system may have written naive times
+        (SQLite's CURRENT_TIMESTAMP), read as UTC like a document's."""
+        at = self._db.ts_out(value)
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
     async def read(
         self, conversation_id: str, options: LoadOptions, *, user_id: str | None
@@ -213,7 +219,7 @@ class LegacyBlobBackend(DatabaseBackend):
         values["prefix_end"] = end
         args = statement.args(values)
         rows = await self._db.run(lambda tx: tx.fetch(statement.sql, *args), write=False)
-        ts_out = self._db.ts_out
+        ts_out = self._ts
         result = []
         for cid, owner, content, updated_at, count, first_at in rows:
             metadata: dict[str, Any] | None = None

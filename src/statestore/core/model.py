@@ -55,7 +55,10 @@ def _parse_timestamp(value: object, field: str) -> datetime:
         raise ValidationError(field, f"is not an ISO-8601 timestamp: {value!r}") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValidationError(field, f"is out of range in UTC: {value!r}") from None
 
 
 def _check_keys(data: object, allowed: frozenset[str], field: str) -> dict[str, Any]:

@@ -16,7 +16,8 @@ def _bytes(column: sa.Column[Any], dialect: Dialect) -> sa.ColumnElement[Any]:
     characters; of a BLOB, bytes)."""
     if dialect.name == "sqlite":
         return sa.func.length(sa.cast(column, sa.LargeBinary))
-    return sa.func.octet_length(column)
+    # As text: a memory_chunks adopted from the old system may hold JSONB.
+    return sa.func.octet_length(sa.cast(column, sa.Text))
 
 
 def largest(dialect: Dialect) -> sa.Select[Any]:
