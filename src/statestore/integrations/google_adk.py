@@ -92,12 +92,19 @@ _LIST_PAGE = 500
 class StatestoreSessionService(BaseSessionService):
     """ADK's session service over a statestore ``Store``.
 
-    ``store`` is an open Store (``statestore.open_store(...)``); the service does not
-    open or close it. Every method is one or two Store calls; see the module
+    ``store`` is an open async Store (``statestore.open_store(...)``); the service
+    does not open or close it. Every method is one or two Store calls; see the module
     docstring for the layout.
     """
 
     def __init__(self, store: Store) -> None:
+        # Checked here: a SyncStore would write, blocking the loop, and only then
+        # fail on ``await``, leaving the call half done.
+        if not isinstance(store, Store):
+            raise TypeError(
+                f"store must be an async statestore Store (statestore.open_store()), "
+                f"not {type(store).__name__}; ADK's session service is async"
+            )
         self.store = store
 
     # -- BaseSessionService ---------------------------------------------------------

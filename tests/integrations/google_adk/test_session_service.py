@@ -458,3 +458,13 @@ async def test_non_json_state_is_stored_as_adk_stores_it(service: StatestoreSess
     assert got is not None
     assert got.state["ok"] == 2 and isinstance(got.state["callback"], str)
     assert len(got.events) == 1
+
+
+def test_the_store_must_be_an_async_store(tmp_path: Any) -> None:
+    """A SyncStore, None or a URL is refused when the service is built, before any
+    call could write half of its work."""
+    with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
+        for wrong in (sync_store, None, "sqlite:///s.db"):
+            with pytest.raises(TypeError, match="async statestore Store"):
+                StatestoreSessionService(wrong)  # type: ignore[arg-type]
+        assert sync_store.list_conversations() == []
