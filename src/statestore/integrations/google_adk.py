@@ -10,8 +10,8 @@ ADK's ``StaleSessionError``.
 How a session is laid out in the store (public Store API only):
 
 - one conversation per session, id ``adk/{app}/{user}/{session}``; each part has
-  ``%``, ``/``, control characters and a trailing white-space character written as
-  ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation is owned by
+  ``%``, ``/``, control characters and a leading or trailing white-space character
+  written as ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation is owned by
   the (escaped) user id. The whole id must fit the store's 255 characters.
 - each event is one message: the event whole as ``payload``
   (``event.model_dump(mode="json", exclude_none=True)``, read back with
@@ -315,12 +315,14 @@ class StatestoreSessionService(BaseSessionService):
 
 
 def _escape(part: str) -> str:
-    """``part`` with ``%``, ``/``, control characters and a trailing white-space
-    character written as %XX (UTF-8): no ``/`` left, invertible with ``unquote``."""
+    """``part`` with ``%``, ``/``, control characters and a leading or trailing
+    white-space character written as %XX (UTF-8): no ``/`` left, invertible with
+    ``unquote``, and a valid statestore id on its own (the owner is one)."""
     last = len(part) - 1
     escaped = []
     for i, char in enumerate(part):
-        if char in "%/" or char < " " or char == "\x7f" or (i == last and char.isspace()):
+        at_an_end = i in (0, last)
+        if char in "%/" or char < " " or char == "\x7f" or (at_an_end and char.isspace()):
             escaped.append("".join(f"%{byte:02X}" for byte in char.encode()))
         else:
             escaped.append(char)

@@ -232,6 +232,9 @@ async def test_app_user_and_session_state_scopes(service: StatestoreSessionServi
         ("a/b", "u%1", "s/2", "adk/a%2Fb/u%251/s%2F2"),
         ("é", "tab\there ", "s 3", "adk/é/tab%09here%20/s 3"),
         ("", "", "x", "adk///x"),
+        (" a", " bob", "s", "adk/%20a/%20bob/s"),
+        ("app", "\u3000bob\u3000", "s", "adk/app/%E3%80%80bob%E3%80%80/s"),
+        ("app", " ", "s", "adk/app/%20/s"),
     ],
 )
 async def test_ids_are_escaped_unambiguously(
@@ -250,6 +253,7 @@ async def test_ids_are_escaped_unambiguously(
     await service.create_session(app_name=app, user_id=user + "x", session_id=session_id)
     stored = await adk_store.load_state(conversation_id)
     assert stored.metadata["temp:last_update_time"] > 0
+    assert stored.user_id == (conversation_id.split("/")[2] or None)
     listed = (await service.list_sessions(app_name=app, user_id=user)).sessions
     assert [(s.app_name, s.user_id, s.id, s.state) for s in listed] == [
         (app, user, session_id, {"user:k": 1})
