@@ -12,7 +12,9 @@ How a session is laid out in the store (public Store API only):
 - one conversation per session, id ``adk/{app}/{user}/{session}``; each part has
   ``%``, ``/``, control characters and a leading or trailing white-space character
   written as ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation is owned by
-  the (escaped) user id. The whole id must fit the store's 255 characters.
+  the (escaped) user id. The whole id must fit the store's 255 characters, and so
+  must the ``app:`` and ``user:`` namespaces below; else a call raises ``ValueError``
+  before it reads or writes anything.
 - each event is one message: the event whole as ``payload``
   (``event.model_dump(mode="json", exclude_none=True)``, read back with
   ``Event.model_validate``), ``content=""``, ``role`` ``"user"`` for the user's events
@@ -46,7 +48,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from google.adk.errors import StaleSessionError
@@ -72,6 +74,7 @@ from statestore import (
     ValidationError,
     VersionConflict,
 )
+from statestore.core.validation import MAX_ID_LENGTH
 
 __all__ = ["StatestoreSessionService"]
 
@@ -123,31 +126,31 @@ class StatestoreSessionService(BaseSessionService):
         services do."""
         session_id = session_id.strip() if session_id and session_id.strip() else None
         session_id = session_id or str(uuid.uuid4())
+        place = _place(app_name, user_id, session_id)
         app_delta, user_delta, session_state = _split(state or {})
         now = time.time()
         metadata = _encode_state(session_state)
         metadata[_UPDATE_TIME_KEY] = now
         patch = StatePatch(
             set_metadata=metadata,
-            set_shared=_shared_patch(app_name, user_id, app_delta, user_delta),
+            set_shared=_shared_patch(place, app_delta, user_delta),
         )
         try:
             saved = await self.store.update_state(
-                _conversation_id(app_name, user_id, session_id),
+                place.conversation_id,
                 patch,
-                user_id=_owner(user_id),
+                user_id=place.owner,
                 expected_version=0,
                 create=True,
             )
         except VersionConflict:
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
-        app_ns, user_ns = _app_namespace(app_name), _user_namespace(app_name, user_id)
-        shared = await self.store.load_shared([app_ns, user_ns])
+        shared = await self.store.load_shared([place.app_namespace, place.user_namespace])
         session = Session(
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=_merge(shared[app_ns], shared[user_ns], session_state),
+            state=_merge(shared[place.app_namespace], shared[place.user_namespace], session_state),
             last_update_time=now,
         )
         _set_version(session, saved.version)
@@ -165,20 +168,18 @@ class StatestoreSessionService(BaseSessionService):
         at or after a timestamp, in the database) and its merged state, read in one
         snapshot; None if there is no such session."""
         session_id = session_id.strip() if session_id else session_id
-        app_ns, user_ns = _app_namespace(app_name), _user_namespace(app_name, user_id)
+        place = _place(app_name, user_id, session_id)
         since = None
         if config is not None and config.after_timestamp:
             since = datetime.fromtimestamp(config.after_timestamp, UTC)
         options = LoadOptions(
             last_messages=config.num_recent_events if config is not None else None,
             messages_since=since,
-            shared=frozenset({app_ns, user_ns}),
+            shared=frozenset({place.app_namespace, place.user_namespace}),
         )
         try:
             stored = await self.store.load_state(
-                _conversation_id(app_name, user_id, session_id),
-                options,
-                user_id=_owner(user_id),
+                place.conversation_id, options, user_id=place.owner
             )
         except ConversationNotFound:
             return None
@@ -187,7 +188,11 @@ class StatestoreSessionService(BaseSessionService):
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=_merge(stored.shared[app_ns], stored.shared[user_ns], session_state),
+            state=_merge(
+                stored.shared[place.app_namespace],
+                stored.shared[place.user_namespace],
+                session_state,
+            ),
             events=[_event(message) for message in stored.conversation_history],
             last_update_time=_or_created(update_time, stored.created_at),
         )
@@ -259,25 +264,24 @@ class StatestoreSessionService(BaseSessionService):
         # in-memory service does; distinct events that share an id are both kept.
         if any(seen == event for seen in session.events if seen.id == event.id):
             return event
+        place = _place(session.app_name, session.user_id, session.id)
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
         app_delta, user_delta, session_delta = _split(delta)
-        conversation_id = _conversation_id(session.app_name, session.user_id, session.id)
-        owner = _owner(session.user_id)
         expected = _version(session)
         if expected is None:
-            expected = await self._check_unversioned(conversation_id, owner, session)
+            expected = await self._check_unversioned(place.conversation_id, place.owner, session)
         metadata = _encode_state(session_delta)
         metadata[_UPDATE_TIME_KEY] = event.timestamp
         patch = StatePatch(
             append_messages=[_message(event)],
             set_metadata=metadata,
-            set_shared=_shared_patch(session.app_name, session.user_id, app_delta, user_delta),
+            set_shared=_shared_patch(place, app_delta, user_delta),
         )
         try:
             saved = await self.store.update_state(
-                conversation_id, patch, user_id=owner, expected_version=expected
+                place.conversation_id, patch, user_id=place.owner, expected_version=expected
             )
         except ConversationNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
@@ -329,14 +333,39 @@ def _escape(part: str) -> str:
     return "".join(escaped)
 
 
+class _Place(NamedTuple):
+    """Where a session lives in the store."""
+
+    conversation_id: str
+    owner: str | None
+    app_namespace: str
+    user_namespace: str
+
+
+def _place(app_name: str, user_id: str, session_id: str) -> _Place:
+    """A session's ids in the store, each checked to fit the store's id length
+    (``ValueError``) before a call reads or writes anything."""
+    return _Place(
+        _conversation_id(app_name, user_id, session_id),
+        _owner(user_id),
+        _app_namespace(app_name),
+        _user_namespace(app_name, user_id),
+    )
+
+
+def _fitting(store_id: str, made: str) -> str:
+    """``store_id``, or ValueError when it is longer than the store takes; ``made``
+    says what makes it (``"the app name makes an app: state namespace"``)."""
+    if len(store_id) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"{made} of {len(store_id)} characters; statestore's limit is {MAX_ID_LENGTH}"
+        )
+    return store_id
+
+
 def _conversation_id(app_name: str, user_id: str, session_id: str) -> str:
     conversation_id = f"adk/{_escape(app_name)}/{_escape(user_id)}/{_escape(session_id)}"
-    if len(conversation_id) > 255:
-        raise ValueError(
-            f"app name, user id and session id make a conversation id of "
-            f"{len(conversation_id)} characters; statestore's limit is 255"
-        )
-    return conversation_id
+    return _fitting(conversation_id, "app name, user id and session id make a conversation id")
 
 
 def _owner(user_id: str) -> str | None:
@@ -345,11 +374,13 @@ def _owner(user_id: str) -> str | None:
 
 
 def _app_namespace(app_name: str) -> str:
-    return f"adk:app/{_escape(app_name)}"
+    namespace = f"adk:app/{_escape(app_name)}"
+    return _fitting(namespace, "the app name makes an app: state namespace")
 
 
 def _user_namespace(app_name: str, user_id: str) -> str:
-    return f"adk:user/{_escape(app_name)}/{_escape(user_id)}"
+    namespace = f"adk:user/{_escape(app_name)}/{_escape(user_id)}"
+    return _fitting(namespace, "app name and user id make a user: state namespace")
 
 
 # -- state ---------------------------------------------------------------------------
@@ -385,13 +416,13 @@ def _merge(
 
 
 def _shared_patch(
-    app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any]
+    place: _Place, app: dict[str, Any], user: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     patch = {}
     if app:
-        patch[_app_namespace(app_name)] = _encode_entries(app, nul_ok=True)
+        patch[place.app_namespace] = _encode_entries(app, nul_ok=True)
     if user:
-        patch[_user_namespace(app_name, user_id)] = _encode_entries(user, nul_ok=True)
+        patch[place.user_namespace] = _encode_entries(user, nul_ok=True)
     return patch
 
 

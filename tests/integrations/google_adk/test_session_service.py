@@ -280,6 +280,43 @@ async def test_ids_too_long_for_the_store_are_refused(service: StatestoreSession
         await service.create_session(app_name="a" * 100, user_id="u" * 100, session_id="s" * 60)
 
 
+@pytest.mark.parametrize(
+    ("app", "user", "too_long"),
+    [
+        ("a" * 120, "u" * 126, "user: state namespace of 256 characters"),
+        ("a" * 248, "", "app: state namespace of 256 characters"),
+    ],
+    ids=["user-namespace", "app-namespace"],
+)
+async def test_namespaces_too_long_for_the_store_are_refused_before_anything_is_written(
+    service: StatestoreSessionService,
+    adk_store: statestore.Store,
+    app: str,
+    user: str,
+    too_long: str,
+) -> None:
+    """A conversation id that fits with a namespace that does not raises ValueError
+    from every call, and nothing is written: the session does not half exist."""
+    state = {"k": 1, "app:k": 2, "user:k": 3}
+    for _ in range(2):  # the second time too: no AlreadyExistsError
+        with pytest.raises(ValueError, match=too_long):
+            await service.create_session(app_name=app, user_id=user, session_id="s", state=state)
+    assert await adk_store.list_conversations() == []
+    hand_built = Session(app_name=app, user_id=user, id="s")
+    with pytest.raises(ValueError, match=too_long):
+        await service.append_event(hand_built, _event(actions=EventActions(state_delta=state)))
+    assert hand_built.state == {}
+    assert await adk_store.list_conversations() == []
+    with pytest.raises(ValueError, match=too_long):
+        await service.get_session(app_name=app, user_id=user, session_id="s")
+    if user:
+        with pytest.raises(ValueError, match=too_long):
+            await service.get_user_state(app_name=app, user_id=user)
+        await service.create_session(app_name=app, user_id="other", session_id="s")
+        listed = (await service.list_sessions(app_name=app)).sessions
+        assert [(s.user_id, s.id) for s in listed] == [("other", "s")]
+
+
 async def test_padded_and_blank_session_ids(service: StatestoreSessionService) -> None:
     session = await service.create_session(app_name="app", user_id="u", session_id="  s1  ")
     assert session.id == "s1"
