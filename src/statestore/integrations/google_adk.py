@@ -28,7 +28,8 @@ How a session is laid out in the store (public Store API only):
 - ``app:`` state lives in the shared namespace ``adk:app/{app}``, ``user:`` state in
   ``adk:user/{app}/{user}``, written in the same transaction as the event.
 - what ADK accepts and the store refuses as it is (NUL characters in metadata,
-  integers beyond 64 bits, NaN and infinities) is stored escaped,
+  integers beyond 64 bits, NaN and infinities, nesting deeper than the store's 64
+  levels) is stored escaped,
   exactly and unambiguously: such a value as ``{"$statestore.json": "<its JSON
   text>"}``, such a key as ``temp:json:<its JSON text>``, such an event as its JSON
   text (a string payload); a value or key that happens to look like an escape is
@@ -74,7 +75,7 @@ from statestore import (
     ValidationError,
     VersionConflict,
 )
-from statestore.core.validation import MAX_ID_LENGTH
+from statestore.core.validation import MAX_ID_LENGTH, MAX_JSON_DEPTH
 
 __all__ = ["StatestoreSessionService"]
 
@@ -433,10 +434,12 @@ def _storable_text(text: str, nul_ok: bool) -> bool:
     return nul_ok or "\x00" not in text
 
 
-def _storable(value: Any, nul_ok: bool) -> bool:
-    """Whether the store keeps ``value`` as it is: it refuses NUL in metadata
-    (``nul_ok`` False), integers beyond 64 bits and NaN or infinities, all of which
-    ADK state may hold. (Lone surrogates neither keeps: ADK cannot make them JSON.)"""
+def _storable(value: Any, nul_ok: bool, depth: int = 1) -> bool:
+    """Whether the store keeps ``value``, a state value, as it is: it refuses NUL in
+    metadata (``nul_ok`` False), integers beyond 64 bits, NaN or infinities and
+    nesting deeper than its limit, all of which ADK state may hold. (Lone surrogates
+    neither keeps: ADK cannot make them JSON.) ``depth``: the value's own, counted
+    as in metadata, where the metadata object is the first level."""
     if isinstance(value, str):
         return _storable_text(value, nul_ok)
     if isinstance(value, bool) or value is None:
@@ -446,11 +449,12 @@ def _storable(value: Any, nul_ok: bool) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(
-            _storable_text(key, nul_ok) and _storable(item, nul_ok) for key, item in value.items()
+        return depth < MAX_JSON_DEPTH and all(
+            _storable_text(key, nul_ok) and _storable(item, nul_ok, depth + 1)
+            for key, item in value.items()
         )
     if isinstance(value, list):
-        return all(_storable(item, nul_ok) for item in value)
+        return depth < MAX_JSON_DEPTH and all(_storable(item, nul_ok, depth + 1) for item in value)
     return True  # not JSON: the store says what is wrong with it
 
 

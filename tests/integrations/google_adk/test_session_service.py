@@ -206,6 +206,35 @@ async def test_what_the_store_refuses_as_it_is_round_trips_escaped(
     assert math.isnan(got.state["nan"]) and math.isnan(got.state["app:nan"])
 
 
+def _nested(levels: int) -> Any:
+    """A value ``levels`` dicts deep."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [63, 64, 70])
+async def test_state_nested_deeper_than_the_store_allows_round_trips_escaped(
+    service: StatestoreSessionService, levels: int
+) -> None:
+    """State of every scope nested past the store's depth limit (around its 64
+    levels, and 70) is stored escaped, as ADK's services store it, from
+    create_session and from an event's delta."""
+    deep = _nested(levels)
+    state = {"k": deep, "user:k": deep, "app:k": deep}
+    session = await service.create_session(app_name="app", user_id="u", state=state)
+    delta = {"later": deep, "user:later": deep, "app:later": deep}
+    await service.append_event(session, _event(actions=EventActions(state_delta=delta)))
+    expected = {**state, **delta}
+    assert session.state == expected
+    got = await service.get_session(app_name="app", user_id="u", session_id=session.id)
+    assert got is not None and got.state == expected
+    listed = (await service.list_sessions(app_name="app", user_id="u")).sessions
+    assert [s.state for s in listed] == [expected]
+    assert await service.get_user_state(app_name="app", user_id="u") == {"k": deep, "later": deep}
+
+
 async def test_app_user_and_session_state_scopes(service: StatestoreSessionService) -> None:
     s1 = await service.create_session(
         app_name="app", user_id="u1", session_id="s1", state={"app:k": "a", "user:k": "u1"}
