@@ -35,19 +35,25 @@ How a session is laid out in the store (public Store API only):
   text (a string payload); a value or key that happens to look like an escape is
   escaped too.
 
-Each ``append_event`` is one ``Store.update_state`` call: the event, the session state
-delta and the app and user deltas in one transaction, with ``expected_version`` set
-to the version the session object was read at, so a writer that got in first turns
-the later one into ``StaleSessionError``.
+Each ``append_event`` reads the conversation's version and creation time, which must
+be those the session object was read at (a session deleted and created again starts
+again at version 1: its creation time tells it apart), then is one
+``Store.update_state`` call: the event, the session state delta and the app and user
+deltas in one transaction, with ``expected_version`` set to that version, so a writer
+that got in first turns the later one into ``StaleSessionError``. Appends to one
+session through one service run one at a time, so those racing on one session object
+(ADK makes some from background tasks) all land, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import unquote
@@ -110,6 +116,10 @@ class StatestoreSessionService(BaseSessionService):
                 f"not {type(store).__name__}; ADK's session service is async"
             )
         self.store = store
+        # One append at a time per session (and event loop: an asyncio.Lock serves
+        # one), with the number of appends holding or awaiting the lock.
+        self._append_locks: dict[tuple[asyncio.AbstractEventLoop, str], tuple[asyncio.Lock, int]]
+        self._append_locks = {}
 
     # -- BaseSessionService ---------------------------------------------------------
 
@@ -146,15 +156,34 @@ class StatestoreSessionService(BaseSessionService):
             )
         except VersionConflict:
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
-        shared = await self.store.load_shared([place.app_namespace, place.user_namespace])
+        # Read back for the creation time the session's marker needs, with the
+        # shared state in the same snapshot.
+        try:
+            stored = await self.store.load_state(
+                place.conversation_id,
+                LoadOptions(
+                    last_messages=0,
+                    context_limit=0,
+                    shared=frozenset({place.app_namespace, place.user_namespace}),
+                ),
+                user_id=place.owner,
+            )
+        except ConversationNotFound:
+            raise SessionNotFoundError(
+                f"Session {session_id} was deleted right after it was created."
+            ) from None
         session = Session(
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=_merge(shared[place.app_namespace], shared[place.user_namespace], session_state),
+            state=_merge(
+                stored.shared[place.app_namespace],
+                stored.shared[place.user_namespace],
+                session_state,
+            ),
             last_update_time=now,
         )
-        _set_version(session, saved.version)
+        _set_marker(session, saved.version, stored.created_at)
         return session
 
     async def get_session(
@@ -197,7 +226,7 @@ class StatestoreSessionService(BaseSessionService):
             events=[_event(message) for message in stored.conversation_history],
             last_update_time=_or_created(update_time, stored.created_at),
         )
-        _set_version(session, stored.version)
+        _set_marker(session, stored.version, stored.created_at)
         return session
 
     async def list_sessions(
@@ -234,7 +263,7 @@ class StatestoreSessionService(BaseSessionService):
                 state=_merge(shared[app_ns], shared[user_namespaces[owner]], session_state),
                 last_update_time=_or_created(update_time, info.created_at),
             )
-            _set_version(session, info.version)
+            _set_marker(session, info.version, info.created_at)
             sessions.append(session)
         sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=sessions)
@@ -258,21 +287,25 @@ class StatestoreSessionService(BaseSessionService):
         partial events are not stored, nor an event equal to one ``session``
         already holds. Raises ``StaleSessionError`` when storage
         has changed since ``session`` was read or last written through this
-        service, ``SessionNotFoundError`` when the session does not exist."""
+        service, ``SessionNotFoundError`` when the session does not exist.
+        Appends to one session through this service run one at a time, so
+        concurrent appends through one session object all land, in order."""
         if event.partial:
             return event
+        place = _place(session.app_name, session.user_id, session.id)
+        async with self._append_lock(place.conversation_id):
+            return await self._append(session, event, place)
+
+    async def _append(self, session: Session, event: Event, place: _Place) -> Event:
         # An equal event delivered again (a retried call) is stored once, as ADK's
         # in-memory service does; distinct events that share an id are both kept.
         if any(seen == event for seen in session.events if seen.id == event.id):
             return event
-        place = _place(session.app_name, session.user_id, session.id)
+        expected, created_at = await self._revision(place, session)
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
         app_delta, user_delta, session_delta = _split(delta)
-        expected = _version(session)
-        if expected is None:
-            expected = await self._check_unversioned(place.conversation_id, place.owner, session)
         metadata = _encode_state(session_delta)
         metadata[_UPDATE_TIME_KEY] = event.timestamp
         patch = StatePatch(
@@ -289,22 +322,50 @@ class StatestoreSessionService(BaseSessionService):
         except VersionConflict:
             raise StaleSessionError(_STALE_MESSAGE) from None
         session.last_update_time = event.timestamp
-        _set_version(session, saved.version)
+        _set_marker(session, saved.version, created_at)
         return self._commit_event_to_session(session, event)
 
-    async def _check_unversioned(
-        self, conversation_id: str, owner: str | None, session: Session
-    ) -> int:
-        """The version to write at for a session object this service did not hand
-        out (built by hand, or from another service): as ADK's database service
-        does, it is stale only if storage was updated after it and holds a last
-        event other than the object's own last event."""
+    @asynccontextmanager
+    async def _append_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        """Hold the session's append lock, as ADK's database service does: ADK
+        appends to an invocation's session object from background tasks too."""
+        key = (asyncio.get_running_loop(), conversation_id)
+        lock, holders = self._append_locks.get(key, (asyncio.Lock(), 0))
+        self._append_locks[key] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._append_locks[key]
+            if holders == 1:
+                del self._append_locks[key]
+            else:
+                self._append_locks[key] = (lock, holders - 1)
+
+    async def _revision(self, place: _Place, session: Session) -> tuple[int, datetime | None]:
+        """The version to write ``session``'s next event at and the conversation's
+        creation time, read from storage; ``StaleSessionError`` unless ``session``
+        is current. A marker this service set must name both: a session deleted and
+        created again starts again at version 1, and its creation time tells it
+        from the one before. A session object without one (built by hand, or by
+        another service) is judged as ADK's database service judges it: stale only
+        if storage was updated after it and holds a last event other than its own.
+        (The write is conditional on the version only: a delete, a create and as
+        many appends between this read and that write would go unseen.)"""
+        marker = session._storage_update_marker
+        ours = marker is not None and marker.startswith(_MARKER_PREFIX)
         try:
             stored = await self.store.load_state(
-                conversation_id, LoadOptions(last_messages=1), user_id=owner
+                place.conversation_id,
+                LoadOptions(last_messages=0 if ours else 1, context_limit=0),
+                user_id=place.owner,
             )
         except ConversationNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
+        if ours:
+            if marker != _marker(stored.version, stored.created_at):
+                raise StaleSessionError(_STALE_MESSAGE)
+            return stored.version, stored.created_at
         _, update_time = _decode_metadata(stored.metadata)
         if update_time is not None and update_time > session.last_update_time:
             history = stored.conversation_history
@@ -313,7 +374,7 @@ class StatestoreSessionService(BaseSessionService):
             if stored_last != own_last:
                 raise StaleSessionError(_STALE_MESSAGE)
             session.last_update_time = update_time
-        return stored.version
+        return stored.version, stored.created_at
 
 
 # -- ids and namespaces ------------------------------------------------------------------
@@ -555,12 +616,11 @@ def _tool_name(event: Event) -> str | None:
 # database service keeps its own there); copies of the session keep it.
 
 
-def _set_version(session: Session, version: int) -> None:
-    session._storage_update_marker = f"{_MARKER_PREFIX}{version}"
+def _marker(version: int, created_at: datetime | None) -> str:
+    """The revision marker of a conversation at ``version``, created at ``created_at``."""
+    created = created_at.isoformat() if created_at is not None else ""
+    return f"{_MARKER_PREFIX}{version}@{created}"
 
 
-def _version(session: Session) -> int | None:
-    marker = session._storage_update_marker
-    if marker is None or not marker.startswith(_MARKER_PREFIX):
-        return None
-    return int(marker.removeprefix(_MARKER_PREFIX))
+def _set_marker(session: Session, version: int, created_at: datetime | None) -> None:
+    session._storage_update_marker = _marker(version, created_at)

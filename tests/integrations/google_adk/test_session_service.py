@@ -419,6 +419,49 @@ async def test_concurrent_appends_from_copies_of_one_read_leave_one_winner(
     assert all(f"r{i}" in final.state for i in range(5))
 
 
+@pytest.mark.parametrize("appended_before", [0, 1])
+async def test_a_session_object_from_before_a_delete_and_create_cannot_append(
+    service: StatestoreSessionService, adk_store: statestore.Store, appended_before: int
+) -> None:
+    """A session deleted and created again under its id starts again at version 1; a
+    session object read before the delete is still stale there, as with ADK's
+    database service, and writes nothing into the new session."""
+    old = await service.create_session(app_name="app", user_id="u", session_id="s")
+    for _ in range(appended_before):
+        await service.append_event(old, _event("user", "old"))
+    await service.delete_session(app_name="app", user_id="u", session_id="s")
+    new = await service.create_session(app_name="app", user_id="u", session_id="s")
+    for _ in range(appended_before):
+        await service.append_event(new, _event("user", "new"))
+    before = await adk_store.load_state("adk/app/u/s")
+    with pytest.raises(StaleSessionError):
+        await service.append_event(
+            old, _event("user", "lost", actions=EventActions(state_delta={"lost": 1}))
+        )
+    after = await adk_store.load_state("adk/app/u/s")
+    assert after.version == before.version and after.metadata == before.metadata
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None and got.events == new.events and "lost" not in got.state
+    await service.append_event(new, _event("user", "goes on"))
+
+
+async def test_concurrent_appends_through_one_session_object_all_land_in_order(
+    service: StatestoreSessionService,
+) -> None:
+    """Appends racing on one session object (ADK appends from background tasks too)
+    all land, in the order they were made, as with ADK's own services."""
+    session = await service.create_session(app_name="app", user_id="u", session_id="s")
+    events = [_event(actions=EventActions(state_delta={f"k{i}": i})) for i in range(5)]
+    results = await asyncio.gather(*(service.append_event(session, e) for e in events))
+    assert results == events
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None
+    assert got.events == session.events == events
+    assert got.state == session.state == {f"k{i}": i for i in range(5)}
+    assert service._append_locks == {}  # nothing left behind once the appends are done
+    await service.append_event(session, _event())
+
+
 async def test_a_session_built_by_hand_appends_only_when_current(
     service: StatestoreSessionService,
 ) -> None:
