@@ -39,7 +39,14 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from statestore import ConversationNotFound, LoadOptions, Message, StatePatch, Store
+from statestore import (
+    ConversationNotFound,
+    LoadOptions,
+    Message,
+    StatePatch,
+    Store,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -118,9 +125,17 @@ class StatestoreSession:
         return [_item_of(message) for message in state.conversation_history]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
-        """Append ``items`` in one transaction, creating the conversation if needed."""
+        """Append ``items`` in one transaction, creating the conversation if needed.
+        An item that is not a dict raises ``ValidationError``, before anything is
+        written."""
         if not items:
             return
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValidationError(
+                    f"items[{i}]",
+                    f"must be a dict, as the SDK's input items are, not {type(item).__name__}",
+                )
         messages = await self._messages_of(items)
         patch = StatePatch(append_messages=messages)
         await _finish(

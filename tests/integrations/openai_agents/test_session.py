@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from agents.memory import Session, SessionSettings
+from openai.types.responses import ResponseFunctionToolCall
 
 import statestore
 from statestore import ConversationNotFound, LoadOptions, Store
@@ -291,6 +292,30 @@ async def test_an_item_that_is_not_json_is_refused_and_nothing_is_written(
     await session.add_items(ITEMS[:1])
     with pytest.raises(statestore.ValidationError):
         await session.add_items([ITEMS[1], {"role": "user", "content": object()}])  # type: ignore[list-item]
+    assert await session.get_items() == ITEMS[:1]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "hello",
+        None,
+        [{"role": "user", "content": "hi"}],
+        ResponseFunctionToolCall(type="function_call", call_id="c", name="n", arguments="{}"),
+    ],
+    ids=["str", "none", "list", "sdk-model"],
+)
+async def test_an_item_that_is_not_a_dict_is_refused_by_position_before_anything_is_written(
+    store: Store, session_id: str, item: Any
+) -> None:
+    """An item that is not a dict raises ValidationError naming its position and
+    type, and nothing of the call is written."""
+    session = StatestoreSession(session_id, store)
+    await session.add_items(ITEMS[:1])
+    with pytest.raises(statestore.ValidationError) as caught:
+        await session.add_items([ITEMS[5], item])
+    assert caught.value.field == "items[1]"
+    assert type(item).__name__ in caught.value.reason
     assert await session.get_items() == ITEMS[:1]
 
 
