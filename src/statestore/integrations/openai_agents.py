@@ -22,14 +22,16 @@ with ``LoadOptions`` like any other:
 - ``tool_name``: the called tool's name on calls, and on a function's (or custom
   tool's) output the name of the call it answers.
 
-A message stored without a payload (written by other code into the same conversation)
-reads back as ``{"role": role, "content": content}``.
+An item nested deeper than the store's limit is kept as its JSON text (a string
+payload). A message stored without a payload (written by other code into the same
+conversation) reads back as ``{"role": role, "content": content}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -47,6 +49,8 @@ from statestore import (
     Store,
     ValidationError,
 )
+
+from ._deep import json_text_if_too_deep
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -173,7 +177,10 @@ class StatestoreSession:
                 missing.setdefault(_NAMED_CALL_OF_OUTPUT[item["type"]], set()).add(call_id)
         for call_type, call_ids in missing.items():
             await self._find_call_names(call_type, call_ids - names.keys(), names)
-        return [_message_of(cast(dict[str, Any], item), names) for item in items]
+        return [
+            _message_of(cast(dict[str, Any], item), names, f"items[{i}]")
+            for i, item in enumerate(items)
+        ]
 
     async def _find_call_names(
         self, call_type: str, call_ids: Iterable[str], names: dict[str, str]
@@ -235,25 +242,34 @@ def _role_of(item: dict[str, Any], kind: str | None) -> str:
     return "event"
 
 
-def _message_of(item: dict[str, Any], names: dict[str, str]) -> Message:
+def _message_of(item: dict[str, Any], names: dict[str, str], field: str) -> Message:
+    """The message keeping ``item`` as its payload: the item itself, or, nested
+    deeper than the store keeps, its JSON text (the SDK takes any depth). A value
+    the store refuses raises ValidationError naming the item (``field``)."""
     kind = _text(item.get("type"))
     tool_name = None if kind in (None, "message") else _text(item.get("name"))
     if tool_name is None and kind in _NAMED_CALL_OF_OUTPUT:
         call_id = item.get("call_id")
         tool_name = names.get(call_id) if isinstance(call_id, str) else None
-    return Message(
-        _role_of(item, kind),
-        "",
-        kind or "message",
-        tool_name,
-        payload=item,
-    )
+    role, message_type = _role_of(item, kind), kind or "message"
+    try:
+        try:
+            return Message(role, "", message_type, tool_name, payload=item)
+        except ValidationError:
+            text = json_text_if_too_deep(item)
+            if text is None:
+                raise
+            return Message(role, "", message_type, tool_name, payload=text)
+    except ValidationError as exc:
+        raise ValidationError(f"{field}.{exc.field}", exc.reason) from None
 
 
 def _item_of(message: Message) -> TResponseInputItem:
     payload = message.payload
     if payload is None:
         return cast("TResponseInputItem", {"role": message.role, "content": message.content})
+    if isinstance(payload, str):  # an item too deep for the store, as its JSON text
+        return cast("TResponseInputItem", json.loads(payload))
     return cast("TResponseInputItem", payload)
 
 
