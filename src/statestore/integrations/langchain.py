@@ -76,6 +76,7 @@ from statestore import (
     SyncStore,
     ValidationError,
 )
+from statestore.core.validation import check_id, check_optional_id
 
 from ._deep import json_text_if_too_deep
 
@@ -111,7 +112,8 @@ _PLAIN: dict[str, type[BaseMessage]] = {
 
 class StatestoreChatMessageHistory(BaseChatMessageHistory):
     """LangChain's ``BaseChatMessageHistory`` over a statestore store: the messages of
-    conversation ``session_id``, owned by ``user_id`` when given.
+    conversation ``session_id``, owned by ``user_id`` when given. Both follow
+    statestore's id rules: another id raises ``statestore.ValidationError`` here.
 
     ``store`` is an open ``statestore.Store`` (``open_store()``) or ``SyncStore``
     (``open_store_sync()``); either serves both the async methods (``aget_messages``,
@@ -135,8 +137,8 @@ class StatestoreChatMessageHistory(BaseChatMessageHistory):
             raise TypeError(
                 f"store must be a statestore Store or SyncStore, not {type(store).__name__}"
             )
-        self.session_id = session_id
-        self.user_id = user_id
+        self.session_id = check_id(session_id, "session_id")
+        self.user_id = check_optional_id(user_id, "user_id")
         self.store = store
 
     def __repr__(self) -> str:

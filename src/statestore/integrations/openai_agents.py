@@ -49,6 +49,7 @@ from statestore import (
     Store,
     ValidationError,
 )
+from statestore.core.validation import check_id, check_optional_id
 
 from ._deep import json_text_if_too_deep
 
@@ -77,7 +78,9 @@ class StatestoreSession:
 
     ``session_id`` is the conversation id; ``user_id``, when given, owns the
     conversation (it is created for that user, and another user's conversation of the
-    same id is not visible). ``store`` is an open ``Store``, or a ``SyncStore``
+    same id is not visible). Both follow statestore's id rules (1 to 255 characters,
+    no control characters, no white space at either end): another id raises
+    ``statestore.ValidationError`` here. ``store`` is an open ``Store``, or a ``SyncStore``
     (``statestore.open_store_sync()``), whose async ``Store`` is then used. The session
     does not own the store: close the store, not the session.
 
@@ -101,8 +104,8 @@ class StatestoreSession:
         user_id: str | None = None,
         session_settings: SessionSettings | dict[str, Any] | None = None,
     ) -> None:
-        self.session_id = session_id
-        self.user_id = user_id
+        self.session_id = check_id(session_id, "session_id")
+        self.user_id = check_optional_id(user_id, "user_id")
         self.store = _async_store(store)
         self.session_settings = (
             coerce_session_settings(session_settings)

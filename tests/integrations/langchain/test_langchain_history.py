@@ -321,6 +321,28 @@ def test_store_must_be_a_store() -> None:
         StatestoreChatMessageHistory("s", object())  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("session_id", "user_id", "field"),
+    [
+        ("user 42 ", None, "session_id"),
+        ("", None, "session_id"),
+        ("x" * 256, None, "session_id"),
+        ("a\tb", None, "session_id"),
+        ("s", " bob", "user_id"),
+        ("s", "", "user_id"),
+    ],
+)
+def test_ids_outside_statestores_rules_are_refused_when_the_history_is_built(
+    tmp_path: Any, session_id: str, user_id: str | None, field: str
+) -> None:
+    """A session id or user id the store would refuse raises ValidationError naming
+    it when the history is built, not at its first call."""
+    with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
+        with pytest.raises(ValidationError) as caught:
+            StatestoreChatMessageHistory(session_id, sync_store, user_id=user_id)
+        assert caught.value.field == field
+
+
 # -- RunnableWithMessageHistory ------------------------------------------------------
 
 

@@ -446,3 +446,25 @@ def test_a_sync_store_is_accepted(tmp_path: Any) -> None:
 def test_anything_else_is_refused() -> None:
     with pytest.raises(TypeError, match="Store or SyncStore"):
         StatestoreSession("s", object())
+
+
+@pytest.mark.parametrize(
+    ("session_id", "user_id", "field"),
+    [
+        ("user 42 ", None, "session_id"),
+        ("", None, "session_id"),
+        ("x" * 256, None, "session_id"),
+        ("a\tb", None, "session_id"),
+        ("s", " bob", "user_id"),
+        ("s", "", "user_id"),
+    ],
+)
+def test_ids_outside_statestores_rules_are_refused_when_the_session_is_built(
+    tmp_path: Any, session_id: str, user_id: str | None, field: str
+) -> None:
+    """A session id or user id the store would refuse raises ValidationError naming
+    it when the session is built, not at its first call."""
+    with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
+        with pytest.raises(statestore.ValidationError) as caught:
+            StatestoreSession(session_id, sync_store, user_id=user_id)
+        assert caught.value.field == field
