@@ -29,11 +29,13 @@ How a session is laid out in the store (public Store API only):
   ``adk:user/{app}/{user}``, written in the same transaction as the event.
 - what ADK accepts and the store refuses as it is (NUL characters in metadata,
   integers beyond 64 bits, NaN and infinities, nesting deeper than the store's 64
-  levels) is stored escaped,
-  exactly and unambiguously: such a value as ``{"$statestore.json": "<its JSON
-  text>"}``, such a key as ``temp:json:<its JSON text>``, such an event as its JSON
-  text (a string payload); a value or key that happens to look like an escape is
-  escaped too.
+  levels) is stored escaped, exactly and unambiguously: such a state value as
+  ``{"$statestore.json": "<its JSON text>"}``, such a key as
+  ``temp:json:<its JSON text>``, such an event as its JSON text (a string payload); a
+  value or key that happens to look like an escape is escaped too. One exception:
+  NaN and infinities inside an event come back as None, as from ADK's database
+  service, since ADK's JSON form of the event (``mode="json"``) already holds null
+  for them; in state they round-trip.
 
 Each ``append_event`` reads the conversation's version and creation time, which must
 be those the session object was read at (a session deleted and created again starts
@@ -580,7 +582,8 @@ def _or_created(update_time: float | None, created_at: datetime | None) -> float
 
 def _message(event: Event) -> Message:
     """The message that keeps ``event``: the event's JSON form as payload, or, when
-    the store cannot keep that (an integer beyond 64 bits, say), its JSON text."""
+    the store cannot keep that (an integer beyond 64 bits, say), its JSON text. (That
+    form has null for NaN and infinities: ADK's model config says so.)"""
     payload = event.model_dump(mode="json", exclude_none=True)
     fields: dict[str, Any] = {
         "role": "user" if event.author == "user" else "agent",

@@ -206,6 +206,21 @@ async def test_what_the_store_refuses_as_it_is_round_trips_escaped(
     assert math.isnan(got.state["nan"]) and math.isnan(got.state["app:nan"])
 
 
+async def test_nan_and_infinities_in_an_event_come_back_as_none_and_in_state_as_they_are(
+    service: StatestoreSessionService,
+) -> None:
+    """What the docs say of NaN and infinities: ADK's JSON form of an event holds null
+    for them (ADK's database service gives None back too); state keeps them."""
+    session = await service.create_session(app_name="app", user_id="u", session_id="s")
+    odd = {"nan": math.nan, "inf": math.inf, "big": 2**70}
+    event = _event(custom_metadata=odd, actions=EventActions(state_delta={"nan": math.nan}))
+    await service.append_event(session, event)
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None
+    assert got.events[0].custom_metadata == {"nan": None, "inf": None, "big": 2**70}
+    assert math.isnan(got.state["nan"])
+
+
 def _nested(levels: int) -> Any:
     """A value ``levels`` dicts deep."""
     value: Any = 1
