@@ -128,3 +128,18 @@ def test_unknown_backend_is_a_clear_error(capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err
     assert "unknown backend 'nope'" in err
     assert "legacy-blob" in err
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_unwritable_output_fails_before_running(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output file that cannot be written is a one-line error before the run, not
+    a traceback after it; nothing is left behind."""
+    path = tmp_path / "no-such-dir" / "out"
+    assert main(["bench", "--quick", "--scenario", "append_one", option, str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("statestore: error:")
+    assert option in captured.err and str(path) in captured.err
+    assert not path.parent.exists()

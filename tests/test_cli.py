@@ -284,6 +284,26 @@ def test_migrate_refuses_backend_url_mismatch(
     assert not (tmp_path / "x.db").exists()
 
 
+def test_migrate_downgrade_needs_a_revision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate --downgrade` without REVISION is a one-line error that asks for one,
+    not a "downgraded to head" that did nothing; the schema stays at head."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    assert main(["migrate", "--url", url]) == 0
+    capsys.readouterr()
+    assert main(["migrate", "--url", url, "--downgrade"]) == 2
+    captured = capsys.readouterr()
+    _assert_one_line_error(captured.err)
+    assert "--downgrade needs a REVISION" in captured.err and captured.out == ""
+    conn = sqlite3.connect(tmp_path / "x.db")
+    try:
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    finally:
+        conn.close()
+    assert version == migrate.head_revision()
+
+
 def test_migrate_unknown_revision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown revision is a one-line error, not an Alembic traceback."""
     assert main(["migrate", "--url", f"sqlite:///{tmp_path}/x.db", "nosuchrev"]) == 2
@@ -317,6 +337,26 @@ def test_show_prints_the_conversation(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "[calc]" in out
     assert "likes green tea" in out
     assert "relevance=0.75" in out
+
+
+def test_show_prints_a_payload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A message whose text is in its payload (a function call) shows the payload as
+    compact JSON, cut short when long."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    call = {"name": "lookup", "arguments": {"id": 3}}
+    state = AgentState(
+        conversation_history=[
+            Message("assistant", "", "function_call", "lookup", payload=call),
+            Message("tool", "", "event", payload={"blob": "z" * 500}),
+        ]
+    )
+    _save(url, "calls", state)
+    assert main(["show", "calls", "--url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].endswith(
+        ' assistant [lookup] (function_call): {"name":"lookup","arguments":{"id":3}}'
+    )
+    assert lines[3].endswith("\u2026") and '{"blob":"zzz' in lines[3] and len(lines[3]) < 300
 
 
 def test_show_last_n(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -383,10 +423,24 @@ def test_show_default_store_is_local_sqlite(
 def test_show_missing_conversation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown conversation is a one-line error with exit status 2."""
     url = f"sqlite:///{tmp_path}/s.db"
+    _save(url, "other", _conversation())
     assert main(["show", "nope", "--url", url]) == 2
     err = capsys.readouterr().err
     _assert_one_line_error(err)
     assert "not found" in err
+
+
+def test_show_refuses_a_missing_sqlite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`show` on a mistyped SQLite path says the file does not exist and creates no
+    database, as stats and copy --from do."""
+    typo = tmp_path / "typo.db"
+    assert main(["show", "conv-1", "--url", f"sqlite:///{typo}"]) == 2
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert f"SQLite file {typo} does not exist" in err
+    assert not typo.exists()
 
 
 def test_show_respects_ownership(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,17 +1,18 @@
 """Every backend, driven by the same random sequence of operations, answers alike.
 
 A hypothesis state machine runs saves, partial updates, pops, loads with random
-``LoadOptions``, saves of loaded (and possibly windowed) states, deletes and lists
-against every registered backend on an engine at once, and compares each answer with
-the first backend's: the same error class, or the same result (``to_dict()``, the
-version, which part of the history was loaded, message seqs, and context item ids
-where the backends keep them stable). A difference is a bug in one of them; the
-example hypothesis prints reproduces it.
+``LoadOptions``, saves of loaded (and possibly windowed) states, deletes, lists and
+changes and reads of shared state against every registered backend on an engine at
+once, and compares each answer with the first backend's: the same error class, or the
+same result (``to_dict()``, the version, which part of the history was loaded, message
+seqs, shared state, and context item ids where the backends keep them stable). A
+difference is a bug in one of them; the example hypothesis prints reproduces it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -57,9 +58,15 @@ _SETTINGS = settings(
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12).filter(
     lambda s: "\x00" not in s
 )
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-1000, 1000) | st.sampled_from([0.5, -2.25]) | _text,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    _containers,
     max_leaves=6,
 )
 _metadata = st.dictionaries(st.sampled_from(["a", "b", "c", "ü"]), _json, max_size=3)
@@ -123,6 +130,17 @@ _options = st.builds(
 )
 
 
+_KEYS = st.sampled_from(["a", "b", "c", "ü"])
+# Namespaces of shared state by index into the machine's own (shared across
+# conversations, so each machine names its own).
+_namespace_sets = st.none() | st.frozensets(st.integers(0, 1), max_size=2)
+_shared_changes = st.dictionaries(
+    st.integers(0, 1),
+    st.tuples(st.dictionaries(_KEYS, _json, max_size=2), st.lists(_KEYS, max_size=2)),
+    max_size=2,
+)
+
+
 @st.composite
 def _patches(draw: st.DrawFn) -> tuple[dict[str, Any], list[int]]:
     """A StatePatch's fields, and positions of context items to remove (each backend
@@ -145,6 +163,7 @@ def _patches(draw: st.DrawFn) -> tuple[dict[str, Any], list[int]]:
             lambda keys: [k for k in keys if k not in set_metadata]
         )
     )
+    fields["set_shared"] = draw(_shared_changes)  # namespace indexes, made names later
     removed = draw(st.lists(st.integers(0, 6), max_size=2, unique=True))
     return fields, removed
 
@@ -158,6 +177,7 @@ def _view(state: AgentState) -> dict[str, Any]:
         "history_start": state.history_start,
         "history_total": state.history_total,
         "seqs": [m.seq for m in state.conversation_history],
+        "shared": state.shared,
     }
 
 
@@ -185,6 +205,7 @@ class Backends(RuleBasedStateMachine):
         prefix = f"diff-{uuid.uuid4().hex[:8]}/"
         self.prefix = prefix
         self.ids = [prefix + "a", prefix + "b"]
+        self.namespaces = [prefix + "ns0", prefix + "ns1"]
         self.stable = {
             name: Capability.STABLE_ITEM_IDS in store.capabilities
             for name, store in self.stores.items()
@@ -219,6 +240,18 @@ class Backends(RuleBasedStateMachine):
             }
         )
 
+    def _shared(
+        self, changes: dict[int, tuple[dict[str, Any], list[str]]]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """``set_shared`` and ``delete_shared`` for ``changes`` by namespace index (a key
+        both set and deleted is only set)."""
+        set_shared = {self.namespaces[i]: values for i, (values, _) in changes.items()}
+        delete_shared = {
+            self.namespaces[i]: [k for k in keys if k not in values]
+            for i, (values, keys) in changes.items()
+        }
+        return set_shared, delete_shared
+
     @rule(
         which=st.integers(0, 1),
         state=_states,
@@ -248,7 +281,8 @@ class Backends(RuleBasedStateMachine):
         expect: int | None,
     ) -> None:
         cid = self.ids[which]
-        fields, removed = patch
+        fields, removed = dict(patch[0]), patch[1]
+        fields["set_shared"], fields["delete_shared"] = self._shared(fields["set_shared"])
 
         def apply(name: str, store: SyncStore) -> Any:
             fields["remove_context"] = []
@@ -278,9 +312,15 @@ class Backends(RuleBasedStateMachine):
         which=st.integers(0, 1),
         options=_options,
         user=st.sampled_from([None, "u1", "u2"]),
+        shared=_namespace_sets,
     )
-    def load(self, which: int, options: LoadOptions, user: str | None) -> Any:
+    def load(
+        self, which: int, options: LoadOptions, user: str | None, shared: frozenset[int] | None
+    ) -> Any:
         cid = self.ids[which]
+        if shared is not None:
+            namespaces = frozenset(self.namespaces[i] for i in shared)
+            options = dataclasses.replace(options, shared=namespaces)
         outcomes = self._each(lambda name, s: s.load_state(cid, options, user_id=user))
         if next(iter(outcomes.values())).error is not None:
             return (cid, user, None)
@@ -329,6 +369,20 @@ class Backends(RuleBasedStateMachine):
         outcomes = self._each(change_and_save)
         self._agree({name: o.value for name, o in outcomes.items() if o.error is None})
 
+    @rule(changes=_shared_changes)
+    def update_shared(self, changes: dict[int, tuple[dict[str, Any], list[str]]]) -> None:
+        set_shared, delete_shared = self._shared(changes)
+        for namespace, values in set_shared.items():
+            self._each(
+                lambda name, s, ns=namespace, v=values: s.update_shared(ns, v, delete_shared[ns])
+            )
+
+    @rule(which=_namespace_sets)
+    def load_shared(self, which: frozenset[int] | None) -> None:
+        namespaces = [self.namespaces[i] for i in sorted(which or ())]
+        outcomes = self._each(lambda name, s: s.load_shared(namespaces))
+        self._agree({name: o.value for name, o in outcomes.items()})
+
     @rule(which=st.integers(0, 1), user=st.sampled_from([None, "u1", "u2"]))
     def delete(self, which: int, user: str | None) -> None:
         cid = self.ids[which]
@@ -362,6 +416,8 @@ class Backends(RuleBasedStateMachine):
         for store in self.stores.values():
             for cid in self.ids:
                 store.delete_state(cid)
+            for namespace, values in store.load_shared(self.namespaces).items():
+                store.update_shared(namespace, delete=list(values))
 
 
 def _copy(state: AgentState) -> AgentState:

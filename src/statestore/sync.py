@@ -141,6 +141,15 @@ class SyncStore:
         """The optional abilities of this store's backend."""
         return self.store.capabilities
 
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """One of the Store's methods: ``_run``, on a store that was opened."""
+        if not self._opened:
+            coro.close()
+            raise StateStoreError(
+                "this SyncStore is not open: use `with open_store_sync(...)`, or call open()"
+            )
+        return self._run(coro)
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the SyncStore's loop and wait for its outcome."""
         runner = self._runner
@@ -167,7 +176,10 @@ class SyncStore:
 
     def open(self) -> Self:
         """Open the store (connect, and migrate where that is the backend's default).
-        Does nothing if already open; ``open_store_sync`` returns it open."""
+        Does nothing if already open; ``open_store_sync`` returns it open. A closed
+        SyncStore does not open again: open a new one."""
+        if not self._finalizer.alive:
+            raise StateStoreError("this SyncStore is closed: open a new one (open_store_sync)")
         if not self._opened:
             self._run(self.store.__aenter__())
             self._opened = True
@@ -218,7 +230,7 @@ class SyncStore:
         only what changed, any other replaces what is stored. ``expected_version`` 0
         means "must not exist yet"; a stale one raises VersionConflict. See
         ``Store.save_state``."""
-        return self._run(
+        return self._call(
             self.store.save_state(
                 conversation_id, state, user_id=user_id, expected_version=expected_version
             )
@@ -233,7 +245,7 @@ class SyncStore:
     ) -> AgentState:
         """Load the parts ``options`` select; raise ConversationNotFound. See
         ``Store.load_state``."""
-        return self._run(self.store.load_state(conversation_id, options, user_id=user_id))
+        return self._call(self.store.load_state(conversation_id, options, user_id=user_id))
 
     def update_state(
         self,
@@ -247,7 +259,7 @@ class SyncStore:
         """Apply ``patch`` in one transaction. A missing conversation raises
         ConversationNotFound, unless ``create``: then it is created and the patch
         applied to it, atomically. See ``Store.update_state``."""
-        return self._run(
+        return self._call(
             self.store.update_state(
                 conversation_id,
                 patch,
@@ -268,7 +280,7 @@ class SyncStore:
         """Remove the last ``count`` stored messages in one transaction and return
         them, oldest first (fewer if fewer are stored); raise ConversationNotFound.
         See ``Store.pop_messages``."""
-        return self._run(
+        return self._call(
             self.store.pop_messages(
                 conversation_id, count, user_id=user_id, expected_version=expected_version
             )
@@ -276,7 +288,7 @@ class SyncStore:
 
     def delete_state(self, conversation_id: str, *, user_id: str | None = None) -> bool:
         """Delete a conversation; return whether one was deleted."""
-        return self._run(self.store.delete_state(conversation_id, user_id=user_id))
+        return self._call(self.store.delete_state(conversation_id, user_id=user_id))
 
     def list_conversations(
         self,
@@ -292,7 +304,7 @@ class SyncStore:
         whose id starts with ``prefix``, ordered by id (``"id"``) or most recently
         updated first (``"updated"``), with metadata if ``with_metadata``; ``after``
         is the last id of the previous page. See ``Store.list_conversations``."""
-        return self._run(
+        return self._call(
             self.store.list_conversations(
                 user_id=user_id,
                 prefix=prefix,
@@ -307,7 +319,7 @@ class SyncStore:
         """The state shared across conversations under each of ``namespaces``, read
         in one snapshot (``{}`` for a namespace with nothing stored). See
         ``Store.load_shared``."""
-        return self._run(self.store.load_shared(namespaces))
+        return self._call(self.store.load_shared(namespaces))
 
     def update_shared(
         self,
@@ -317,7 +329,7 @@ class SyncStore:
     ) -> None:
         """Set and delete keys of one namespace of shared state, in one transaction.
         See ``Store.update_shared``."""
-        self._run(self.store.update_shared(namespace, set, delete))
+        self._call(self.store.update_shared(namespace, set, delete))
 
 
 def open_store_sync(

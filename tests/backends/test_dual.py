@@ -150,6 +150,14 @@ async def test_strict_mode_fails_the_call(tmp_path: Any) -> None:
         assert (await store.primary.load_state("c")).user_input == "x"
 
 
+@pytest.mark.parametrize("strict", ["maybe", "no-thanks", 2])
+def test_a_strict_that_is_not_on_or_off_is_refused(strict: object) -> None:
+    """``strict`` (or STATESTORE_DUAL_STRICT) that is neither on nor off is a
+    ValidationError, not silently off."""
+    with pytest.raises(ValidationError, match=r"^strict: "):
+        statestore.open_store("dual", "sqlite:///never-opened.db", strict=strict)
+
+
 async def test_rollout_by_prefix(sqlite_url: str) -> None:
     """Conversations under a rollout prefix are served by the primary, the others by
     the shadow; writes reach both either way."""

@@ -24,6 +24,7 @@ from statestore import (
     StatePatch,
     StateStoreError,
     Store,
+    ValidationError,
 )
 from statestore.backends.sql import migrate
 from statestore.cli import main as cli_main
@@ -221,6 +222,43 @@ def test_cli_never_prints_the_password(argv: list[str], capsys: pytest.CaptureFi
     assert status == 2
     assert "statestore: error:" in err
     assert PASSWORD not in out + err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown_as"),
+    [
+        (f"postgresql://app:{PASSWORD[:4]}/{PASSWORD[4:]}@127.0.0.1:5432/db", "app:***@127.0.0.1"),
+        (f"postgresql://app:{PASSWORD[:4]}#{PASSWORD[4:]}@127.0.0.1:5432/db", "app:***@127.0.0.1"),
+        (f"postgresql://app:{PASSWORD[:4]}?{PASSWORD[4:]}@127.0.0.1:5432/db", "app:***@127.0.0.1"),
+        (f"postgresql://app:{PASSWORD}@127.0.0.1:99999/db", "app:***@127.0.0.1:99999"),
+        (f"app:{PASSWORD}@127.0.0.1/db", "app:***@127.0.0.1/db"),
+    ],
+    ids=["slash", "hash", "question-mark", "port", "no-scheme"],
+)
+async def test_a_url_that_does_not_parse_is_refused_without_its_password(
+    url: str, shown_as: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password with an unescaped ``/``, ``#`` or ``?`` cuts a URL's server part
+    short (the driver would fail on the port, or connect as someone else), and a port
+    out of range fails in the driver: each is a ValidationError naming the URL with
+    its password masked, from open_store, migrate and the CLI alike, never a driver
+    error holding part of the password."""
+    errors = []
+
+    async def open_it() -> None:
+        async with statestore.open_store("postgres", url):
+            pass
+
+    for attempt in (open_it, lambda: migrate.upgrade(url)):
+        with pytest.raises(ValidationError) as info:
+            await attempt()
+        errors.append(_everything_shown(info.value))
+    for argv in (["show", "c"], ["migrate"]):
+        assert await asyncio.to_thread(cli_main, [*argv, "--url", url]) == 2
+        errors.append("".join(capsys.readouterr()))
+    for text in errors:
+        assert shown_as in text
+        assert PASSWORD[:4] not in text and PASSWORD[4:] not in text
 
 
 # -- a least-privilege role -------------------------------------------------------------

@@ -177,6 +177,14 @@ def test_in_memory_urls_are_refused(url: str) -> None:
         SqliteBackend(url)
 
 
+@pytest.mark.parametrize("url", ["sqlite:///x.db?mode=ro", "sqlite:///x.db?cache=shared"])
+def test_url_options_are_refused_not_ignored(url: str, tmp_path: Path) -> None:
+    """A SQLite URL's query is not read: refused, so that ``?mode=ro`` does not
+    silently open (and create) a writable file."""
+    with pytest.raises(ValidationError, match="takes no options"):
+        SqliteBackend(url)
+
+
 async def test_opening_creates_the_directory_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

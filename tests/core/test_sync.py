@@ -148,6 +148,9 @@ def test_closing_ends_its_thread_and_later_calls_fail_clearly(url: str) -> None:
     with pytest.raises(StateStoreError, match="closed"):
         sync.load_state("c")
     sync.close()
+    for reopen in (sync.open, sync.__enter__):
+        with pytest.raises(StateStoreError, match="closed: open a new one"):
+            reopen()
     with open_store_sync("sqlite", url) as again:
         assert again.load_state("c").version == 1
 
@@ -167,7 +170,7 @@ def test_sync_store_over_a_store_opens_on_enter(url: str) -> None:
     idempotent; a non-Store is refused."""
     sync = SyncStore(statestore.open_store("sqlite", url))
     try:
-        with pytest.raises(StateStoreError, match="not open"):
+        with pytest.raises(StateStoreError, match=r"not open: use `with open_store_sync"):
             sync.load_state("c")
         assert sync.open() is sync.open()
         sync.save_state("c", AgentState(user_input="x"))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statestore import ValidationError
+from statestore import ContextItem, Message, StatePatch, ValidationError
 from statestore.core.validation import MAX_JSON_DEPTH, _check_json, check_json, is_valid_json
 
 # Mostly valid values, so that one bad part deep inside is what decides.
@@ -91,3 +91,24 @@ def test_edges(value: Any, accepted: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="metadata"):
             check_json(value, "metadata")
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"append_messages": None}, "append_messages"),
+        ({"append_messages": Message("user", "x")}, "append_messages"),
+        ({"append_messages": "hello"}, "append_messages"),
+        ({"add_context": ContextItem("x")}, "add_context"),
+        ({"add_context": {"content": "x"}}, "add_context"),
+        ({"remove_context": None}, "remove_context"),
+        ({"remove_context": 3}, "remove_context"),
+    ],
+)
+def test_a_patch_collection_that_is_not_one_names_its_field(
+    fields: dict[str, Any], named: str
+) -> None:
+    """None or a single object where a patch takes a collection is a ValidationError
+    naming the field, not the TypeError of iterating it."""
+    with pytest.raises(ValidationError, match=f"^{named}: must be a collection"):
+        StatePatch(**fields)

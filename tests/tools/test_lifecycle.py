@@ -93,6 +93,9 @@ async def test_import_reports_bad_lines(sqlite_url: str) -> None:
         ("bad-state", "invalid"),
     ]
     assert "line 5" in problems[2].reason
+    # Named "line 1" already: the reason does not repeat it, nor name a "line" field.
+    assert problems[0].reason.startswith("not JSON: ")
+    assert problems[1].reason == "line 3: unknown keys ['stat']"
 
 
 def test_parse_age() -> None:
@@ -102,6 +105,18 @@ def test_parse_age() -> None:
     assert parse_age("2w") == timedelta(weeks=2)
     with pytest.raises(ValidationError):
         parse_age("30 days")
+
+
+async def test_ages_beyond_the_calendar(sqlite_url: str) -> None:
+    """An age too long for a timedelta is a ValidationError; one reaching back before
+    year 1 prunes nothing (nothing was updated that long ago)."""
+    with pytest.raises(ValidationError, match="too long"):
+        parse_age("99999999999d")
+    async with statestore.open_store("sqlite", sqlite_url) as store:
+        await store.save_state("kept", AgentState())
+        assert await prune_conversations(store, parse_age("1000000d")) == 0
+        assert await prune_conversations(store, timedelta.max) == 0
+        assert [i.conversation_id for i in await store.list_conversations()] == ["kept"]
 
 
 def _age_conversation(url: str, conversation_id: str, when: str) -> None:

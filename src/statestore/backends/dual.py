@@ -70,6 +70,7 @@ logger = logging.getLogger("statestore.dual")
 
 _WHOLE = LoadOptions()
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
 def split_target(spec: str, default_url: str | None = None) -> tuple[str, str | None]:
@@ -473,7 +474,14 @@ def _factory(
     if isinstance(prefixes, str):
         prefixes = tuple(p.strip() for p in prefixes.split(",") if p.strip())
     if isinstance(strict, str):
-        strict = strict.strip().lower() in _TRUE
+        word = strict.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValidationError(
+                "strict", f"must be on or off (1/0, true/false, yes/no), got {strict!r}"
+            )
+        strict = word in _TRUE
+    elif strict is not None and not isinstance(strict, bool):
+        raise ValidationError("strict", f"must be True or False, not {type(strict).__name__}")
     return DualBackend(
         registry.open_backend(primary_name, primary_url, migrate=migrate),
         registry.open_backend(shadow_name, shadow_url, migrate=migrate),

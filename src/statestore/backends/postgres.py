@@ -71,7 +71,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..core.config import mask_url, url_scheme
+from ..core.config import check_server_url, mask_url, url_scheme
 from ..core.errors import BackendUnavailable, SchemaOutOfDate, StateStoreError, ValidationError
 from ..core.hookspecs import BackendSpec, hookimpl
 from .sql import migrate as migrations
@@ -88,6 +88,7 @@ def asyncpg_dsn(url: str) -> str:
     """The DSN asyncpg takes for a ``postgresql://`` URL (driver suffix removed)."""
     if url_scheme(url) not in ("postgresql", "postgres"):
         raise ValidationError("url", "needs a postgresql:// URL")
+    check_server_url(url)
     return urlunsplit(urlsplit(url)._replace(scheme="postgresql"))
 
 

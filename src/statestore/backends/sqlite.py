@@ -75,6 +75,10 @@ def sqlite_path(url: str) -> Path:
             "needs a file: sqlite:///relative.db or sqlite:////absolute.db "
             "(in-memory databases are not supported)",
         )
+    if parts.query:  # none is read: refused rather than ignored (?mode=ro would not be)
+        raise ValidationError(
+            "url", f"takes no options after '?' (got {parts.query!r}): sqlite:///path.db"
+        )
     return Path(database)
 
 
@@ -223,6 +227,14 @@ class SqliteDatabase:
         busy_timeout: float = 5.0,
         retries: int = 5,
     ) -> None:
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not busy_timeout >= 0  # NaN too
+        ):
+            raise ValidationError("busy_timeout", "must be a number of seconds >= 0")
+        if type(retries) is not int or retries < 0:
+            raise ValidationError("retries", "must be an integer >= 0")
         self.path = sqlite_path(url)
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout = busy_timeout

@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .common import Subparsers
+from .common import Subparsers, check_writable
 
 __all__ = ["SCENARIO_NAMES", "register"]
 
@@ -41,8 +41,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.run import import_pyplot, machine, plot, run_benchmarks, scenario_tables
     from .output import new_table, print_table
 
+    # Fail before running anything, not after a run of minutes.
     if args.plot:
-        import_pyplot()  # fail before running anything
+        import_pyplot()
+        check_writable(args.plot, "--plot")
+    if args.json:
+        check_writable(args.json, "--json")
     with _status() as say:
         results = asyncio.run(
             run_benchmarks(

@@ -10,14 +10,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..core.config import mask_url, resolve_config, url_scheme
+from ..core.config import mask_url, resolve_config
 from ..core.errors import StateStoreError
 from ..core.registry import default_registry
-from .common import Subparsers, add_store_arguments, positive, run_async
+from .common import (
+    Subparsers,
+    add_store_arguments,
+    check_writable,
+    existing_store,
+    positive,
+    refuse_missing_sqlite,
+    run_async,
+)
 
 if TYPE_CHECKING:
     from ..core.backend import ConversationInfo
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 DEFAULT_REPORT = "statestore-copy-report.jsonl"
+DEFAULT_IMPORT_REPORT = "statestore-import-report.jsonl"
 
 
 def _open_spec(
@@ -36,15 +47,13 @@ def _open_spec(
 ) -> tuple[Store, str]:
     """The unopened store for ``NAME:URL`` and a masked label for messages."""
     from ..backends.dual import split_target
-    from ..backends.sqlite import sqlite_path
 
     name, url = split_target(spec)
     if url is None:
         raise StateStoreError(f"{option} needs NAME:URL, e.g. postgres:postgresql://host/db")
     default_registry().get(name)  # an unknown name is the first thing to say
-    if must_exist and url_scheme(url) == "sqlite" and not sqlite_path(url).exists():
-        # Opening would create (and migrate) an empty file: surely a typo.
-        raise StateStoreError(f"{option}: SQLite file {sqlite_path(url)} does not exist")
+    if must_exist:
+        refuse_missing_sqlite(url, option)
     return default_registry().open_store(name, url, migrate=migrate), f"{name}:{mask_url(url)}"
 
 
@@ -78,11 +87,27 @@ class _Reporter:
         self.progress.note(line)
 
 
-def _finish(stats: CopyStats, reporter: _Reporter, report_path: str | None, verb: str) -> int:
+@contextmanager
+def _report_file(path: str) -> Iterator[IO[bytes]]:
+    """The report of a run that has started (a previous run's report is replaced),
+    removed again if nothing went into it: a clean run leaves no report behind."""
+    try:
+        report = open(path, "wb")  # noqa: SIM115  # closed below
+    except OSError as exc:
+        raise StateStoreError(f"--report: cannot write {path}: {exc.strerror}") from exc
+    try:
+        yield report
+    finally:
+        empty = report.tell() == 0
+        report.close()
+        if empty and os.path.isfile(path):  # never unlink /dev/null and the like
+            os.unlink(path)
+
+
+def _finish(stats: CopyStats, reporter: _Reporter, report_path: str, verb: str, what: str) -> int:
     print(f"{verb}: {stats.summary()}")
     if reporter.count:
-        where = f"; see {report_path}" if report_path else ""
-        print(f"{reporter.count} conversation(s) not copied or not equal{where}", file=sys.stderr)
+        print(f"{reporter.count} {what}; see {report_path}", file=sys.stderr)
         return 1
     return 0
 
@@ -107,86 +132,95 @@ def cmd_copy(args: argparse.Namespace) -> int:
         raise StateStoreError("--to NAME:URL is required (except with --dry-run)")
     if args.to is not None and args.to == getattr(args, "from"):
         raise StateStoreError("--from and --to name the same store")
-    try:
-        report = open(args.report, "wb")  # noqa: SIM115  # closed by the with below
-    except OSError as exc:
-        raise StateStoreError(f"cannot write the report {args.report}: {exc.strerror}") from exc
-    with report:
-        return run_async(_copy(args, report))
-
-
-async def _copy(args: argparse.Namespace, report: IO[bytes]) -> int:
-    from ..tools.copy import copy_conversations, count_conversations, verify_stores
-    from .progress import Progress
-
+    check_writable(args.report, "--report")
     source, source_label = _open_spec(getattr(args, "from"), "--from", None, must_exist=True)
     target = label = None
     if args.to is not None and not args.dry_run:
         target, label = _open_spec(args.to, "--to", True if args.migrate else None)
-    report_path = args.report
-    async with source:
-        total = await count_conversations(source, user_id=args.user)
-        verb = "verified" if args.verify_only else "validated" if args.dry_run else "copied"
-        progress = None if args.quiet else Progress(verb, total)
-        reporter = _Reporter(report, progress)
-        tick = progress.advance if progress is not None else None
-        common: dict[str, Any] = {
-            "user_id": args.user,
-            "batch_size": args.batch_size,
-            "jobs": args.jobs,
-            "on_problem": reporter,
-            "tick": tick,
-        }
-        if target is None:
-            stats = await copy_conversations(source, None, **common)
-        else:
-            async with target:
-                if args.verify_only:
-                    stats = await verify_stores(source, target, **common)
-                else:
-                    stats = await copy_conversations(
-                        source,
-                        target,
-                        **common,
-                        delete_extra=args.delete_extra,
-                        on_deleted=reporter.deleted,
-                    )
-        if progress is not None:
-            progress.finish()
-    where = f"{source_label} -> {label}" if label else source_label
-    return _finish(stats, reporter, report_path, f"{verb} {where}")
+    return run_async(
+        _copy(args, source, target, f"{source_label} -> {label}" if label else source_label)
+    )
+
+
+async def _copy(args: argparse.Namespace, source: Store, target: Store | None, where: str) -> int:
+    from ..tools.copy import copy_conversations, count_conversations, verify_stores
+    from .progress import Progress
+
+    async with AsyncExitStack() as stores:
+        await stores.enter_async_context(source)
+        if target is not None:
+            await stores.enter_async_context(target)
+        with _report_file(args.report) as report:  # both stores open: the run starts
+            total = await count_conversations(source, user_id=args.user)
+            progress = None if args.quiet else Progress("conversations", total)
+            reporter = _Reporter(report, progress)
+            tick = progress.advance if progress is not None else None
+            common: dict[str, Any] = {
+                "user_id": args.user,
+                "batch_size": args.batch_size,
+                "jobs": args.jobs,
+                "on_problem": reporter,
+                "tick": tick,
+            }
+            if target is None:
+                stats = await copy_conversations(source, None, **common)
+            elif args.verify_only:
+                stats = await verify_stores(source, target, **common)
+            else:
+                stats = await copy_conversations(
+                    source,
+                    target,
+                    **common,
+                    delete_extra=args.delete_extra,
+                    on_deleted=reporter.deleted,
+                )
+            if progress is not None:
+                progress.finish()
+    verb = "verified" if args.verify_only else "validated" if args.dry_run else "copied"
+    return _finish(
+        stats, reporter, args.report, f"{verb} {where}", "conversation(s) not copied or not equal"
+    )
 
 
 # -- export / import ----------------------------------------------------------------------
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.out == "-":
+    to_stdout = args.out == "-"
+    if not to_stdout:
+        check_writable(args.out, "--out")
+    store = existing_store(args.backend, args.url)
+    if to_stdout:
         try:
-            return run_async(_export(args, sys.stdout.buffer))
+            exported, left_out = run_async(_export(args, store, sys.stdout.buffer))
         except BrokenPipeError:  # the reader stopped early (`| head`): not finished
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
-    partial = Path(f"{args.out}.partial")
-    try:
-        with open(partial, "wb") as out:
-            status = run_async(_export(args, out))
-        os.replace(partial, args.out)  # never a half-written FILE
-    except OSError as exc:
-        raise StateStoreError(f"cannot write {args.out}: {exc.strerror}") from exc
-    finally:
-        partial.unlink(missing_ok=True)
-    return status
+    else:
+        partial = Path(f"{args.out}.partial")
+        try:
+            with open(partial, "wb") as out:
+                exported, left_out = run_async(_export(args, store, out))
+            os.replace(partial, args.out)  # never a half-written FILE
+        except OSError as exc:
+            raise StateStoreError(f"--out: cannot write {args.out}: {exc.strerror}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+    # With --out -, stdout is the export itself: the summary goes to stderr.
+    where = "" if to_stdout else f" to {args.out}"
+    print(f"exported {exported} conversation(s){where}", file=sys.stderr if to_stdout else None)
+    if left_out:
+        print(f"{left_out} corrupt conversation(s) left out (named above)", file=sys.stderr)
+        return 1
+    return 0
 
 
-async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
+async def _export(args: argparse.Namespace, store: Store, out: IO[bytes]) -> tuple[int, int]:
+    """(conversations exported, corrupt ones left out)."""
     from ..tools.lifecycle import export_conversations
     from .progress import Progress
 
-    config = resolve_config(args.backend, args.url)
-    store = default_registry().open_store(config.backend, config.url)
-    to_stdout = args.out == "-"
-    progress = None if args.quiet or to_stdout else Progress("exported")
+    progress = None if args.quiet or args.out == "-" else Progress("conversations")
     reporter = _Reporter(None, progress)
     async with store:
         stats = await export_conversations(
@@ -198,37 +232,35 @@ async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
         )
     if progress is not None:
         progress.finish()
-    if to_stdout:
-        print(f"exported {stats.read} conversation(s)", file=sys.stderr)
-        return 1 if reporter.count else 0
-    return _finish(stats, reporter, None, f"exported to {args.out}")
+    return stats.read, reporter.count
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     try:
         source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-        report = open(args.report, "wb")  # noqa: SIM115
     except OSError as exc:
         raise StateStoreError(f"cannot open {exc.filename}: {exc.strerror}") from exc
-    with source, report:
-        return run_async(_import(args, source, report))
+    with source:
+        check_writable(args.report, "--report")
+        config = resolve_config(args.backend, args.url)
+        store = default_registry().open_store(config.backend, config.url)
+        return run_async(_import(args, store, source))
 
 
-async def _import(args: argparse.Namespace, source: IO[bytes], report: IO[bytes]) -> int:
+async def _import(args: argparse.Namespace, store: Store, source: IO[bytes]) -> int:
     from ..tools.lifecycle import import_conversations
     from .progress import Progress
 
-    config = resolve_config(args.backend, args.url)
-    store = default_registry().open_store(config.backend, config.url)
-    progress = None if args.quiet else Progress("imported")
-    reporter = _Reporter(report, progress)
     async with store:
-        stats = await import_conversations(
-            store, source, on_problem=reporter, tick=progress.advance if progress else None
-        )
-    if progress is not None:
-        progress.finish()
-    return _finish(stats, reporter, args.report, f"imported {args.file}")
+        with _report_file(args.report) as report:  # the store is open: the run starts
+            progress = None if args.quiet else Progress("lines")
+            reporter = _Reporter(report, progress)
+            stats = await import_conversations(
+                store, source, on_problem=reporter, tick=progress.advance if progress else None
+            )
+            if progress is not None:
+                progress.finish()
+    return _finish(stats, reporter, args.report, f"imported {args.file}", "line(s) not imported")
 
 
 # -- prune --------------------------------------------------------------------------------
@@ -245,8 +277,7 @@ async def _prune(args: argparse.Namespace, age: timedelta) -> int:
     from ..core.maintenance import Maintenance, maintenance_of
     from ..tools.lifecycle import prune_conversations
 
-    config = resolve_config(args.backend, args.url)
-    store = default_registry().open_store(config.backend, config.url)
+    store = existing_store(args.backend, args.url)
     verb = "would remove" if args.dry_run else "removed"
 
     def removed(info: ConversationInfo) -> None:
@@ -279,7 +310,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     config = resolve_config(args.backend, args.url)
     if config.url is None:
         raise StateStoreError("no database URL: pass --url or set STATESTORE_URL")
-    stats = run_async(_stats(config.backend, config.url, args.top))
+    stats = run_async(_stats(existing_store(config.backend, config.url), args.top))
     if args.json:
         import orjson
 
@@ -310,14 +341,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _stats(backend: str, url: str, top: int) -> StoreStats:
-    from ..backends.sqlite import sqlite_path
+async def _stats(store: Store, top: int) -> StoreStats:
     from ..core.maintenance import maintenance_of
 
-    if url_scheme(url) == "sqlite" and not sqlite_path(url).exists():
-        # Opening would create an empty file: surely a typo.
-        raise StateStoreError(f"SQLite file {sqlite_path(url)} does not exist")
-    async with default_registry().open_store(backend, url) as store:
+    async with store:
         return await maintenance_of(store).storage_stats(top=top)
 
 
@@ -366,8 +393,8 @@ def register(sub: Subparsers) -> None:
         "--report",
         default=DEFAULT_REPORT,
         metavar="FILE",
-        help=f"JSON-lines file of the conversations not copied or not equal "
-        f"(default: {DEFAULT_REPORT})",
+        help="JSON-lines file of the conversations not copied or not equal, written "
+        "only if there are any (default: %(default)s)",
     )
     p.add_argument(
         "--batch-size", type=positive, default=200, metavar="N", help="page size (default 200)"
@@ -404,9 +431,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument("file", metavar="FILE", help="a file written by `statestore export` (- stdin)")
     p.add_argument(
         "--report",
-        default="statestore-import-report.jsonl",
+        default=DEFAULT_IMPORT_REPORT,
         metavar="FILE",
-        help="JSON-lines file of the lines not imported",
+        help="JSON-lines file of the lines not imported, written only if there are any "
+        "(default: %(default)s)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_import)
@@ -440,7 +468,11 @@ def register(sub: Subparsers) -> None:
     )
     add_store_arguments(p)
     p.add_argument(
-        "--top", type=positive, default=10, metavar="N", help="largest conversations shown"
+        "--top",
+        type=positive,
+        default=10,
+        metavar="N",
+        help="largest conversations shown (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_stats)

@@ -10,8 +10,8 @@ from typing import Any
 from ..core.config import mask_url, resolve_config, url_scheme
 from ..core.errors import StateStoreError
 from ..core.query import LoadOptions
-from ..core.registry import default_registry, open_store
-from .common import Subparsers, add_store_arguments, run_async
+from ..core.registry import default_registry
+from .common import Subparsers, add_store_arguments, existing_store, run_async
 
 __all__ = ["register"]
 
@@ -40,17 +40,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise StateStoreError(
             "--sql prints the upgrade SQL only; it cannot be combined with --downgrade"
         )
+    if args.downgrade and args.revision is None:
+        # "head" is no way down: without a REVISION nothing would happen.
+        raise StateStoreError("--downgrade needs a REVISION (e.g. base to remove every table)")
+    revision = args.revision or "head"
     from ..backends.sql import migrate  # Alembic: only this command needs it
 
     if args.sql:
-        print(migrate.upgrade_sql(config.url, args.revision), end="")
+        print(migrate.upgrade_sql(config.url, revision), end="")
         return 0
-    if args.revision.startswith("-") or args.downgrade:
-        run_async(_void(migrate.downgrade(config.url, args.revision)))
-        print(f"downgraded {mask_url(config.url)} to {args.revision}")
+    if revision.startswith("-") or args.downgrade:
+        run_async(_void(migrate.downgrade(config.url, revision)))
+        print(f"downgraded {mask_url(config.url)} to {revision}")
     else:
-        run_async(_void(migrate.upgrade(config.url, args.revision)))
-        target = migrate.head_revision() if args.revision == "head" else args.revision
+        run_async(_void(migrate.upgrade(config.url, revision)))
+        target = migrate.head_revision() if revision == "head" else revision
         print(f"{mask_url(config.url)} is at revision {target}")
     return 0
 
@@ -86,7 +90,7 @@ async def _show(args: argparse.Namespace) -> int:
     import orjson
 
     options = LoadOptions(last_messages=args.last)
-    async with open_store(args.backend, args.url) as store:
+    async with existing_store(args.backend, args.url) as store:
         state = await store.load_state(args.conversation_id, options, user_id=args.user)
     if args.json:
         sys.stdout.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -108,13 +112,24 @@ async def _show(args: argparse.Namespace) -> int:
     for m in state.conversation_history:
         tool = f" [{m.tool_name}]" if m.tool_name else ""
         kind = "" if m.message_type == "text" else f" ({m.message_type})"
-        print(f"#{m.seq} {m.timestamp:%Y-%m-%d %H:%M:%S} {m.role}{tool}{kind}: {m.content}")
+        text = m.content
+        if m.payload is not None:  # a tool call or event: its text is in the payload
+            text = f"{text} {_short_json(m.payload)}" if text else _short_json(m.payload)
+        print(f"#{m.seq} {m.timestamp:%Y-%m-%d %H:%M:%S} {m.role}{tool}{kind}: {text}")
     for c in state.memory_context:
         print(
             f"context #{c.item_id} {c.source}/{c.context_type} "
             f"relevance={c.relevance_score:.2f}: {c.content}"
         )
     return 0
+
+
+def _short_json(value: object, width: int = 200) -> str:
+    """``value`` as compact JSON, cut to ``width`` characters (--json prints it whole)."""
+    import orjson
+
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 # -- the parsers ------------------------------------------------------------------------
@@ -141,8 +156,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "revision",
         nargs="?",
-        default="head",
-        help="target revision (default: head; `base` with --downgrade removes all)",
+        help="target revision (default: head); required with --downgrade, where `base` "
+        "removes every table",
     )
     p.add_argument("--downgrade", action="store_true", help="go down to REVISION instead of up")
     p.add_argument(

@@ -9,11 +9,18 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ValidationError
 
-__all__ = ["DEFAULT_BACKEND", "DEFAULT_SQLITE_URL", "StoreConfig", "mask_url", "resolve_config"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "DEFAULT_SQLITE_URL",
+    "StoreConfig",
+    "check_server_url",
+    "mask_url",
+    "resolve_config",
+]
 
 DEFAULT_BACKEND = "sqlite"
 DEFAULT_SQLITE_URL = "sqlite:///statestore.db"
@@ -58,22 +65,44 @@ def backend_for_url(url: str) -> str:
         raise ValidationError("url", f"no built-in backend for the scheme {scheme!r}") from None
 
 
+def check_server_url(url: str) -> None:
+    """Raise ValidationError unless the server part of ``url`` parses. A ``/``, ``#``
+    or ``?`` left unescaped in a password cuts that part short: the driver then fails
+    on a port that is not a number, or connects elsewhere as someone else."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        readable = False
+    else:
+        readable = "@" not in parts.path  # the rest of a password cut short
+    if not readable:
+        raise ValidationError(
+            "url",
+            f"cannot be read as a server URL: {mask_url(url)!r} (a port must be a number "
+            "from 0 to 65535; percent-encode '/', '#', '?' and '@' in a user name or "
+            "password: %2F, %23, %3F, %40)",
+        )
+
+
 _QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    secret_query = _QUERY_PASSWORD.search(parts.query) is not None
-    if parts.password is None and not secret_query:
-        return url
-    if parts.password is not None:
-        netloc = parts.netloc.rsplit("@", 1)
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:***@{netloc[-1]}")
-    if secret_query:  # libpq and asyncpg also take ?password=...
-        parts = parts._replace(query=_QUERY_PASSWORD.sub(r"\1***", parts.query))
-    return urlunsplit(parts)
+    """The URL with its password replaced by ``***``, safe for messages and logs.
+
+    The password is whatever stands between the user name's ``:`` and the last ``@``
+    of the server part, found without parsing the URL: a password with an unescaped
+    ``/``, ``#``, ``?`` or ``@``, or a URL missing its ``scheme://``, is masked too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The credentials end at the last "@" before the query (a password may hold "?").
+    before_query = rest.partition("?")[0]
+    userinfo, at, _ = (before_query if "@" in before_query else rest).rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{rest[len(userinfo) + 1 :]}"
+    if "?" in rest:  # libpq and asyncpg also take ?password=...
+        path, _, query = rest.partition("?")
+        rest = path + "?" + _QUERY_PASSWORD.sub(r"\1***", query)
+    return f"{scheme}{sep}{rest}"

@@ -193,6 +193,10 @@ def _is_empty_tuple(value: object) -> bool:
 
 def _tuple_of(values: Iterable[Any], kind: type, name: str) -> tuple[Any, ...]:
     """``values`` (the field ``name``) as a tuple, each checked to be a ``kind``."""
+    if isinstance(values, kind | str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise ValidationError(
+            name, f"must be a collection of {kind.__name__}s, not {type(values).__name__}"
+        )
     items = tuple(values)
     for i, item in enumerate(items):
         if not isinstance(item, kind):
@@ -227,6 +231,12 @@ class StatePatch:
     delete_shared: Mapping[str, Iterable[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Check every value, as when the patch was built. A patch keeps the lists and
+        dicts it was given, which their owner may still change: ``update_state`` checks
+        again before it writes."""
         if self.user_input is not UNSET and self.user_input is not None:
             check_text(self.user_input, "user_input")
         if self.focus_areas is not UNSET:
@@ -243,8 +253,13 @@ class StatePatch:
             items = _tuple_of(self.add_context, ContextItem, "add_context")
             object.__setattr__(self, "add_context", items)
         if not _is_empty_tuple(self.remove_context):
-            if isinstance(self.remove_context, str | bytes):
-                raise ValidationError("remove_context", "must be a collection of item ids")
+            if isinstance(self.remove_context, str | bytes) or not isinstance(
+                self.remove_context, Iterable
+            ):
+                raise ValidationError(
+                    "remove_context",
+                    f"must be a collection of item ids, not {type(self.remove_context).__name__}",
+                )
             remove = tuple(
                 check_int(i, f"remove_context[{n}]") for n, i in enumerate(self.remove_context)
             )

@@ -102,9 +102,18 @@ class Registry:
             raise ValidationError("migrate", "must be True, False or None")
         config = resolve_config(name, url)
         info = self.get(config.backend)
-        backend: StorageBackend = info.spec.factory(
-            config.url, migrate=migrate, registry=self, **options
-        )
+        try:
+            backend: StorageBackend = info.spec.factory(
+                config.url, migrate=migrate, registry=self, **options
+            )
+        except TypeError as exc:
+            if not options:
+                raise
+            # An option the backend does not take (a misspelling): a constructor's
+            # "unexpected keyword argument".
+            raise ValidationError(
+                "options", f"the {config.backend} backend refused {sorted(options)}: {exc}"
+            ) from exc
         return backend
 
     def open_store(

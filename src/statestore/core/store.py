@@ -489,6 +489,7 @@ def _recheck_new_rows(plan: WritePlan, messages_field: str, items_field: str) ->
 def _plan_patch(patch: StatePatch) -> WritePlan:
     if not isinstance(patch, StatePatch):
         raise ValidationError("patch", f"must be a StatePatch, not {type(patch).__name__}")
+    patch.check()  # its dicts and lists may have changed since it was built
     plan = WritePlan(
         replace=False,
         scalars=patch.scalars(),

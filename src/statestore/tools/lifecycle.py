@@ -124,7 +124,14 @@ async def import_conversations(
         try:
             conversation_id, user_id, state = parse_record(line)
         except ValidationError as exc:
-            run.problem(_name_of(line, number), "invalid", f"line {number}: {exc}")
+            # A problem of the whole line names no field; one without an id is
+            # named "line N" already, so the reason does not say it again.
+            detail = exc.reason if exc.field == "line" else str(exc)
+            name = _id_of(line)
+            if name is None:
+                run.problem(f"line {number}", "invalid", detail)
+            else:
+                run.problem(name, "invalid", f"line {number}: {detail}")
             run.tick()
             continue
         state.user_id = user_id
@@ -134,13 +141,14 @@ async def import_conversations(
     return run.stats
 
 
-def _name_of(line: bytes, number: int) -> str:
+def _id_of(line: bytes) -> str | None:
+    """The conversation id of a bad line, if it has one."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return f"line {number}"
+        return None
     cid = record.get("conversation_id") if isinstance(record, dict) else None
-    return cid if isinstance(cid, str) and cid else f"line {number}"
+    return cid if isinstance(cid, str) and cid else None
 
 
 # -- prune --------------------------------------------------------------------------------
@@ -154,7 +162,12 @@ def parse_age(text: str) -> timedelta:
     match = _AGE.match(text)
     if match is None:
         raise ValidationError("older-than", f"must be a number and a unit s/m/h/d/w, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ValidationError(
+            "older-than", f"is too long: {text!r} (at most {timedelta.max.days}d)"
+        ) from None
 
 
 async def prune_conversations(
@@ -170,7 +183,10 @@ async def prune_conversations(
     """Delete the conversations (of ``user_id``) last updated before ``now -
     older_than``, a page at a time; ``dry_run`` only lists them. Returns how many
     were (or would be) removed; each one goes to ``on_removed``."""
-    cutoff = (now or datetime.now(UTC)) - older_than
+    try:
+        cutoff = (now or datetime.now(UTC)) - older_than
+    except OverflowError:  # before year 1: nothing was updated that long ago
+        return 0
     removed = 0
     async for page in iter_conversations(store, user_id=user_id, batch_size=batch_size):
         for info in page:

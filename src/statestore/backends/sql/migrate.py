@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...core.config import mask_url, url_scheme
+from ...core.config import check_server_url, mask_url, url_scheme
 from ...core.errors import BackendUnavailable, StateStoreError, ValidationError
 from . import citus
 
@@ -133,6 +133,7 @@ async def _run(url: str, action: str, revision: str) -> None:
         engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
         _one_immediate_transaction(engine.sync_engine)
     else:
+        check_server_url(url)
         engine = _postgresql_engine(url)
     try:
         with _errors_named(url, connecting=True):

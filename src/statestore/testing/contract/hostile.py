@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ...core.errors import ConversationNotFound, ValidationError
 from ...core.model import AgentState, ContextItem, Message
-from ...core.query import StatePatch
+from ...core.query import LoadOptions, StatePatch
 from ...core.store import Store
 from ...core.validation import MAX_ID_LENGTH, MAX_JSON_DEPTH
 from ._support import ContractTest, new_id
@@ -433,6 +433,38 @@ class TestHostileJson(ContractTest):
         loaded = await store.load_state(cid)
         assert loaded.version == 1 and loaded.conversation_history == []
         assert loaded.memory_context == []
+
+    async def test_a_patch_changed_after_it_was_built_is_checked_again(self, store: Store) -> None:
+        """A patch keeps the dicts and lists it was given: values put into them after
+        it was built are checked when it is applied, and a bad one is a ValidationError
+        naming the field, with nothing written (never a NaN stored as null, nor a
+        conversation no load can read)."""
+        cid = new_id("patch")
+        await store.save_state(cid, AgentState(focus_areas=["plan"]))
+        metadata: dict[str, Any] = {}
+        later_nan = StatePatch(set_metadata=metadata, append_messages=[Message("user", "x")])
+        metadata["score"] = float("nan")
+        focus = StatePatch(focus_areas=["code"])
+        focus.focus_areas.append(5)
+        result: dict[str, Any] = {"rows": []}
+        tool = StatePatch(last_tool_result=result)
+        result["rows"].append({1, 2})
+        namespace = new_id("ns")
+        scores: list[float] = []
+        shared_later = StatePatch(set_shared={namespace: {"scores": scores}})
+        scores.append(float("inf"))
+        for patch, field in [
+            (later_nan, "set_metadata"),
+            (focus, "focus_areas"),
+            (tool, "last_tool_result"),
+            (shared_later, "set_shared"),
+        ]:
+            with pytest.raises(ValidationError, match=field):
+                await store.update_state(cid, patch)
+        loaded = await store.load_state(cid, LoadOptions(shared=frozenset({namespace})))
+        assert loaded.version == 1 and loaded.focus_areas == ["plan"]
+        assert loaded.metadata == {} and loaded.conversation_history == []
+        assert loaded.last_tool_result is None and loaded.shared == {namespace: {}}
 
 
 HOSTILE_IDS = [
