@@ -11,10 +11,10 @@ How a session is laid out in the store (public Store API only):
 
 - one conversation per session, id ``adk/{app}/{user}/{session}``; each part has
   ``%``, ``/``, control characters and a leading or trailing white-space character
-  written as ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation is owned by
-  the (escaped) user id. The whole id must fit the store's 255 characters, and so
-  must the ``app:`` and ``user:`` namespaces below; else a call raises ``ValueError``
-  before it reads or writes anything.
+  written as ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation
+  is owned by the (escaped) user id. The whole id must fit the store's 255
+  characters, and so must the ``app:`` and ``user:`` namespaces below; else a call
+  raises ``ValueError`` before it reads or writes anything.
 - each event is one message: the event whole as ``payload``
   (``event.model_dump(mode="json", exclude_none=True)``, read back with
   ``Event.model_validate``), ``content=""``, ``role`` ``"user"`` for the user's events
@@ -100,6 +100,8 @@ _STALE_MESSAGE = (
 )
 _LIST_PAGE = 500
 
+_LockKey = tuple[asyncio.AbstractEventLoop, str]
+
 
 class StatestoreSessionService(BaseSessionService):
     """ADK's session service over a statestore ``Store``.
@@ -120,8 +122,7 @@ class StatestoreSessionService(BaseSessionService):
         self.store = store
         # One append at a time per session (and event loop: an asyncio.Lock serves
         # one), with the number of appends holding or awaiting the lock.
-        self._append_locks: dict[tuple[asyncio.AbstractEventLoop, str], tuple[asyncio.Lock, int]]
-        self._append_locks = {}
+        self._append_locks: dict[_LockKey, tuple[asyncio.Lock, int]] = {}
 
     # -- BaseSessionService ---------------------------------------------------------
 

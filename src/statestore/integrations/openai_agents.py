@@ -80,9 +80,9 @@ class StatestoreSession:
     conversation (it is created for that user, and another user's conversation of the
     same id is not visible). Both follow statestore's id rules (1 to 255 characters,
     no control characters, no white space at either end): another id raises
-    ``statestore.ValidationError`` here. ``store`` is an open ``Store``, or a ``SyncStore``
-    (``statestore.open_store_sync()``), whose async ``Store`` is then used. The session
-    does not own the store: close the store, not the session.
+    ``statestore.ValidationError`` here. ``store`` is an open ``Store``, or a
+    ``SyncStore`` (``statestore.open_store_sync()``), whose async ``Store`` is then
+    used. The session does not own the store: close the store, not the session.
 
     ``session_settings`` (a ``SessionSettings`` or a dict of its fields) gives the
     default ``limit`` of ``get_items``, as for the SDK's ``SQLiteSession``.
