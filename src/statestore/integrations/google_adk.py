@@ -10,9 +10,11 @@ ADK's ``StaleSessionError``.
 How a session is laid out in the store (public Store API only):
 
 - one conversation per session, id ``adk/{app}/{user}/{session}``; each part has
-  ``%``, ``/``, control characters and a trailing white-space character written as
-  ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation is owned by
-  the (escaped) user id. The whole id must fit the store's 255 characters.
+  ``%``, ``/``, control characters and a leading or trailing white-space character
+  written as ``%XX`` (UTF-8), so ids are unambiguous and readable. The conversation
+  is owned by the (escaped) user id. The whole id must fit the store's 255
+  characters, and so must the ``app:`` and ``user:`` namespaces below; else a call
+  raises ``ValueError`` before it reads or writes anything.
 - each event is one message: the event whole as ``payload``
   (``event.model_dump(mode="json", exclude_none=True)``, read back with
   ``Event.model_validate``), ``content=""``, ``role`` ``"user"`` for the user's events
@@ -26,27 +28,36 @@ How a session is laid out in the store (public Store API only):
 - ``app:`` state lives in the shared namespace ``adk:app/{app}``, ``user:`` state in
   ``adk:user/{app}/{user}``, written in the same transaction as the event.
 - what ADK accepts and the store refuses as it is (NUL characters in metadata,
-  integers beyond 64 bits, NaN and infinities) is stored escaped,
-  exactly and unambiguously: such a value as ``{"$statestore.json": "<its JSON
-  text>"}``, such a key as ``temp:json:<its JSON text>``, such an event as its JSON
-  text (a string payload); a value or key that happens to look like an escape is
-  escaped too.
+  integers beyond 64 bits, NaN and infinities, nesting deeper than the store's 64
+  levels) is stored escaped, exactly and unambiguously: such a state value as
+  ``{"$statestore.json": "<its JSON text>"}``, such a key as
+  ``temp:json:<its JSON text>``, such an event as its JSON text (a string payload); a
+  value or key that happens to look like an escape is escaped too. One exception:
+  NaN and infinities inside an event come back as None, as from ADK's database
+  service, since ADK's JSON form of the event (``mode="json"``) already holds null
+  for them; in state they round-trip.
 
-Each ``append_event`` is one ``Store.update_state`` call: the event, the session state
-delta and the app and user deltas in one transaction, with ``expected_version`` set
-to the version the session object was read at, so a writer that got in first turns
-the later one into ``StaleSessionError``.
+Each ``append_event`` reads the conversation's version and creation time, which must
+be those the session object was read at (a session deleted and created again starts
+again at version 1: its creation time tells it apart), then is one
+``Store.update_state`` call: the event, the session state delta and the app and user
+deltas in one transaction, with ``expected_version`` set to that version, so a writer
+that got in first turns the later one into ``StaleSessionError``. Appends to one
+session through one service run one at a time, so those racing on one session object
+(ADK makes some from background tasks) all land, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from google.adk.errors import StaleSessionError
@@ -72,6 +83,7 @@ from statestore import (
     ValidationError,
     VersionConflict,
 )
+from statestore.core.validation import MAX_ID_LENGTH, MAX_JSON_DEPTH
 
 __all__ = ["StatestoreSessionService"]
 
@@ -88,17 +100,29 @@ _STALE_MESSAGE = (
 )
 _LIST_PAGE = 500
 
+_LockKey = tuple[asyncio.AbstractEventLoop, str]
+
 
 class StatestoreSessionService(BaseSessionService):
     """ADK's session service over a statestore ``Store``.
 
-    ``store`` is an open Store (``statestore.open_store(...)``); the service does not
-    open or close it. Every method is one or two Store calls; see the module
+    ``store`` is an open async Store (``statestore.open_store(...)``); the service
+    does not open or close it. Every method is one or two Store calls; see the module
     docstring for the layout.
     """
 
     def __init__(self, store: Store) -> None:
+        # Checked here: a SyncStore would write, blocking the loop, and only then
+        # fail on ``await``, leaving the call half done.
+        if not isinstance(store, Store):
+            raise TypeError(
+                f"store must be an async statestore Store (statestore.open_store()), "
+                f"not {type(store).__name__}; ADK's session service is async"
+            )
         self.store = store
+        # One append at a time per session (and event loop: an asyncio.Lock serves
+        # one), with the number of appends holding or awaiting the lock.
+        self._append_locks: dict[_LockKey, tuple[asyncio.Lock, int]] = {}
 
     # -- BaseSessionService ---------------------------------------------------------
 
@@ -116,34 +140,53 @@ class StatestoreSessionService(BaseSessionService):
         services do."""
         session_id = session_id.strip() if session_id and session_id.strip() else None
         session_id = session_id or str(uuid.uuid4())
+        place = _place(app_name, user_id, session_id)
         app_delta, user_delta, session_state = _split(state or {})
         now = time.time()
         metadata = _encode_state(session_state)
         metadata[_UPDATE_TIME_KEY] = now
         patch = StatePatch(
             set_metadata=metadata,
-            set_shared=_shared_patch(app_name, user_id, app_delta, user_delta),
+            set_shared=_shared_patch(place, app_delta, user_delta),
         )
         try:
             saved = await self.store.update_state(
-                _conversation_id(app_name, user_id, session_id),
+                place.conversation_id,
                 patch,
-                user_id=_owner(user_id),
+                user_id=place.owner,
                 expected_version=0,
                 create=True,
             )
         except VersionConflict:
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
-        app_ns, user_ns = _app_namespace(app_name), _user_namespace(app_name, user_id)
-        shared = await self.store.load_shared([app_ns, user_ns])
+        # Read back for the creation time the session's marker needs, with the
+        # shared state in the same snapshot.
+        try:
+            stored = await self.store.load_state(
+                place.conversation_id,
+                LoadOptions(
+                    last_messages=0,
+                    context_limit=0,
+                    shared=frozenset({place.app_namespace, place.user_namespace}),
+                ),
+                user_id=place.owner,
+            )
+        except ConversationNotFound:
+            raise SessionNotFoundError(
+                f"Session {session_id} was deleted right after it was created."
+            ) from None
         session = Session(
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=_merge(shared[app_ns], shared[user_ns], session_state),
+            state=_merge(
+                stored.shared[place.app_namespace],
+                stored.shared[place.user_namespace],
+                session_state,
+            ),
             last_update_time=now,
         )
-        _set_version(session, saved.version)
+        _set_marker(session, saved.version, stored.created_at)
         return session
 
     async def get_session(
@@ -158,20 +201,18 @@ class StatestoreSessionService(BaseSessionService):
         at or after a timestamp, in the database) and its merged state, read in one
         snapshot; None if there is no such session."""
         session_id = session_id.strip() if session_id else session_id
-        app_ns, user_ns = _app_namespace(app_name), _user_namespace(app_name, user_id)
+        place = _place(app_name, user_id, session_id)
         since = None
         if config is not None and config.after_timestamp:
             since = datetime.fromtimestamp(config.after_timestamp, UTC)
         options = LoadOptions(
             last_messages=config.num_recent_events if config is not None else None,
             messages_since=since,
-            shared=frozenset({app_ns, user_ns}),
+            shared=frozenset({place.app_namespace, place.user_namespace}),
         )
         try:
             stored = await self.store.load_state(
-                _conversation_id(app_name, user_id, session_id),
-                options,
-                user_id=_owner(user_id),
+                place.conversation_id, options, user_id=place.owner
             )
         except ConversationNotFound:
             return None
@@ -180,11 +221,15 @@ class StatestoreSessionService(BaseSessionService):
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=_merge(stored.shared[app_ns], stored.shared[user_ns], session_state),
+            state=_merge(
+                stored.shared[place.app_namespace],
+                stored.shared[place.user_namespace],
+                session_state,
+            ),
             events=[_event(message) for message in stored.conversation_history],
             last_update_time=_or_created(update_time, stored.created_at),
         )
-        _set_version(session, stored.version)
+        _set_marker(session, stored.version, stored.created_at)
         return session
 
     async def list_sessions(
@@ -221,7 +266,7 @@ class StatestoreSessionService(BaseSessionService):
                 state=_merge(shared[app_ns], shared[user_namespaces[owner]], session_state),
                 last_update_time=_or_created(update_time, info.created_at),
             )
-            _set_version(session, info.version)
+            _set_marker(session, info.version, info.created_at)
             sessions.append(session)
         sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=sessions)
@@ -245,54 +290,85 @@ class StatestoreSessionService(BaseSessionService):
         partial events are not stored, nor an event equal to one ``session``
         already holds. Raises ``StaleSessionError`` when storage
         has changed since ``session`` was read or last written through this
-        service, ``SessionNotFoundError`` when the session does not exist."""
+        service, ``SessionNotFoundError`` when the session does not exist.
+        Appends to one session through this service run one at a time, so
+        concurrent appends through one session object all land, in order."""
         if event.partial:
             return event
+        place = _place(session.app_name, session.user_id, session.id)
+        async with self._append_lock(place.conversation_id):
+            return await self._append(session, event, place)
+
+    async def _append(self, session: Session, event: Event, place: _Place) -> Event:
         # An equal event delivered again (a retried call) is stored once, as ADK's
         # in-memory service does; distinct events that share an id are both kept.
         if any(seen == event for seen in session.events if seen.id == event.id):
             return event
+        expected, created_at = await self._revision(place, session)
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
         app_delta, user_delta, session_delta = _split(delta)
-        conversation_id = _conversation_id(session.app_name, session.user_id, session.id)
-        owner = _owner(session.user_id)
-        expected = _version(session)
-        if expected is None:
-            expected = await self._check_unversioned(conversation_id, owner, session)
         metadata = _encode_state(session_delta)
         metadata[_UPDATE_TIME_KEY] = event.timestamp
         patch = StatePatch(
             append_messages=[_message(event)],
             set_metadata=metadata,
-            set_shared=_shared_patch(session.app_name, session.user_id, app_delta, user_delta),
+            set_shared=_shared_patch(place, app_delta, user_delta),
         )
         try:
             saved = await self.store.update_state(
-                conversation_id, patch, user_id=owner, expected_version=expected
+                place.conversation_id, patch, user_id=place.owner, expected_version=expected
             )
         except ConversationNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
         except VersionConflict:
             raise StaleSessionError(_STALE_MESSAGE) from None
         session.last_update_time = event.timestamp
-        _set_version(session, saved.version)
+        _set_marker(session, saved.version, created_at)
         return self._commit_event_to_session(session, event)
 
-    async def _check_unversioned(
-        self, conversation_id: str, owner: str | None, session: Session
-    ) -> int:
-        """The version to write at for a session object this service did not hand
-        out (built by hand, or from another service): as ADK's database service
-        does, it is stale only if storage was updated after it and holds a last
-        event other than the object's own last event."""
+    @asynccontextmanager
+    async def _append_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        """Hold the session's append lock, as ADK's database service does: ADK
+        appends to an invocation's session object from background tasks too."""
+        key = (asyncio.get_running_loop(), conversation_id)
+        lock, holders = self._append_locks.get(key, (asyncio.Lock(), 0))
+        self._append_locks[key] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._append_locks[key]
+            if holders == 1:
+                del self._append_locks[key]
+            else:
+                self._append_locks[key] = (lock, holders - 1)
+
+    async def _revision(self, place: _Place, session: Session) -> tuple[int, datetime | None]:
+        """The version to write ``session``'s next event at and the conversation's
+        creation time, read from storage; ``StaleSessionError`` unless ``session``
+        is current. A marker this service set must name both: a session deleted and
+        created again starts again at version 1, and its creation time tells it
+        from the one before. A session object without one (built by hand, or by
+        another service) is judged as ADK's database service judges it: stale only
+        if storage was updated after it and holds a last event other than its own.
+        (The write is conditional on the version only: a delete, a create and as
+        many appends between this read and that write would go unseen.)"""
+        marker = session._storage_update_marker
+        ours = marker is not None and marker.startswith(_MARKER_PREFIX)
         try:
             stored = await self.store.load_state(
-                conversation_id, LoadOptions(last_messages=1), user_id=owner
+                place.conversation_id,
+                LoadOptions(last_messages=0 if ours else 1, context_limit=0),
+                user_id=place.owner,
             )
         except ConversationNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
+        if ours:
+            if marker != _marker(stored.version, stored.created_at):
+                raise StaleSessionError(_STALE_MESSAGE)
+            return stored.version, stored.created_at
         _, update_time = _decode_metadata(stored.metadata)
         if update_time is not None and update_time > session.last_update_time:
             history = stored.conversation_history
@@ -301,33 +377,60 @@ class StatestoreSessionService(BaseSessionService):
             if stored_last != own_last:
                 raise StaleSessionError(_STALE_MESSAGE)
             session.last_update_time = update_time
-        return stored.version
+        return stored.version, stored.created_at
 
 
 # -- ids and namespaces ------------------------------------------------------------------
 
 
 def _escape(part: str) -> str:
-    """``part`` with ``%``, ``/``, control characters and a trailing white-space
-    character written as %XX (UTF-8): no ``/`` left, invertible with ``unquote``."""
+    """``part`` with ``%``, ``/``, control characters and a leading or trailing
+    white-space character written as %XX (UTF-8): no ``/`` left, invertible with
+    ``unquote``, and a valid statestore id on its own (the owner is one)."""
     last = len(part) - 1
     escaped = []
     for i, char in enumerate(part):
-        if char in "%/" or char < " " or char == "\x7f" or (i == last and char.isspace()):
+        at_an_end = i in (0, last)
+        if char in "%/" or char < " " or char == "\x7f" or (at_an_end and char.isspace()):
             escaped.append("".join(f"%{byte:02X}" for byte in char.encode()))
         else:
             escaped.append(char)
     return "".join(escaped)
 
 
+class _Place(NamedTuple):
+    """Where a session lives in the store."""
+
+    conversation_id: str
+    owner: str | None
+    app_namespace: str
+    user_namespace: str
+
+
+def _place(app_name: str, user_id: str, session_id: str) -> _Place:
+    """A session's ids in the store, each checked to fit the store's id length
+    (``ValueError``) before a call reads or writes anything."""
+    return _Place(
+        _conversation_id(app_name, user_id, session_id),
+        _owner(user_id),
+        _app_namespace(app_name),
+        _user_namespace(app_name, user_id),
+    )
+
+
+def _fitting(store_id: str, made: str) -> str:
+    """``store_id``, or ValueError when it is longer than the store takes; ``made``
+    says what makes it (``"the app name makes an app: state namespace"``)."""
+    if len(store_id) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"{made} of {len(store_id)} characters; statestore's limit is {MAX_ID_LENGTH}"
+        )
+    return store_id
+
+
 def _conversation_id(app_name: str, user_id: str, session_id: str) -> str:
     conversation_id = f"adk/{_escape(app_name)}/{_escape(user_id)}/{_escape(session_id)}"
-    if len(conversation_id) > 255:
-        raise ValueError(
-            f"app name, user id and session id make a conversation id of "
-            f"{len(conversation_id)} characters; statestore's limit is 255"
-        )
-    return conversation_id
+    return _fitting(conversation_id, "app name, user id and session id make a conversation id")
 
 
 def _owner(user_id: str) -> str | None:
@@ -336,11 +439,13 @@ def _owner(user_id: str) -> str | None:
 
 
 def _app_namespace(app_name: str) -> str:
-    return f"adk:app/{_escape(app_name)}"
+    namespace = f"adk:app/{_escape(app_name)}"
+    return _fitting(namespace, "the app name makes an app: state namespace")
 
 
 def _user_namespace(app_name: str, user_id: str) -> str:
-    return f"adk:user/{_escape(app_name)}/{_escape(user_id)}"
+    namespace = f"adk:user/{_escape(app_name)}/{_escape(user_id)}"
+    return _fitting(namespace, "app name and user id make a user: state namespace")
 
 
 # -- state ---------------------------------------------------------------------------
@@ -376,13 +481,13 @@ def _merge(
 
 
 def _shared_patch(
-    app_name: str, user_id: str, app: dict[str, Any], user: dict[str, Any]
+    place: _Place, app: dict[str, Any], user: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     patch = {}
     if app:
-        patch[_app_namespace(app_name)] = _encode_entries(app, nul_ok=True)
+        patch[place.app_namespace] = _encode_entries(app, nul_ok=True)
     if user:
-        patch[_user_namespace(app_name, user_id)] = _encode_entries(user, nul_ok=True)
+        patch[place.user_namespace] = _encode_entries(user, nul_ok=True)
     return patch
 
 
@@ -393,10 +498,12 @@ def _storable_text(text: str, nul_ok: bool) -> bool:
     return nul_ok or "\x00" not in text
 
 
-def _storable(value: Any, nul_ok: bool) -> bool:
-    """Whether the store keeps ``value`` as it is: it refuses NUL in metadata
-    (``nul_ok`` False), integers beyond 64 bits and NaN or infinities, all of which
-    ADK state may hold. (Lone surrogates neither keeps: ADK cannot make them JSON.)"""
+def _storable(value: Any, nul_ok: bool, depth: int = 1) -> bool:
+    """Whether the store keeps ``value``, a state value, as it is: it refuses NUL in
+    metadata (``nul_ok`` False), integers beyond 64 bits, NaN or infinities and
+    nesting deeper than its limit, all of which ADK state may hold. (Lone surrogates
+    neither keeps: ADK cannot make them JSON.) ``depth``: the value's own, counted
+    as in metadata, where the metadata object is the first level."""
     if isinstance(value, str):
         return _storable_text(value, nul_ok)
     if isinstance(value, bool) or value is None:
@@ -406,11 +513,12 @@ def _storable(value: Any, nul_ok: bool) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(
-            _storable_text(key, nul_ok) and _storable(item, nul_ok) for key, item in value.items()
+        return depth < MAX_JSON_DEPTH and all(
+            _storable_text(key, nul_ok) and _storable(item, nul_ok, depth + 1)
+            for key, item in value.items()
         )
     if isinstance(value, list):
-        return all(_storable(item, nul_ok) for item in value)
+        return depth < MAX_JSON_DEPTH and all(_storable(item, nul_ok, depth + 1) for item in value)
     return True  # not JSON: the store says what is wrong with it
 
 
@@ -475,7 +583,8 @@ def _or_created(update_time: float | None, created_at: datetime | None) -> float
 
 def _message(event: Event) -> Message:
     """The message that keeps ``event``: the event's JSON form as payload, or, when
-    the store cannot keep that (an integer beyond 64 bits, say), its JSON text."""
+    the store cannot keep that (an integer beyond 64 bits, say), its JSON text. (That
+    form has null for NaN and infinities: ADK's model config says so.)"""
     payload = event.model_dump(mode="json", exclude_none=True)
     fields: dict[str, Any] = {
         "role": "user" if event.author == "user" else "agent",
@@ -511,12 +620,11 @@ def _tool_name(event: Event) -> str | None:
 # database service keeps its own there); copies of the session keep it.
 
 
-def _set_version(session: Session, version: int) -> None:
-    session._storage_update_marker = f"{_MARKER_PREFIX}{version}"
+def _marker(version: int, created_at: datetime | None) -> str:
+    """The revision marker of a conversation at ``version``, created at ``created_at``."""
+    created = created_at.isoformat() if created_at is not None else ""
+    return f"{_MARKER_PREFIX}{version}@{created}"
 
 
-def _version(session: Session) -> int | None:
-    marker = session._storage_update_marker
-    if marker is None or not marker.startswith(_MARKER_PREFIX):
-        return None
-    return int(marker.removeprefix(_MARKER_PREFIX))
+def _set_marker(session: Session, version: int, created_at: datetime | None) -> None:
+    session._storage_update_marker = _marker(version, created_at)

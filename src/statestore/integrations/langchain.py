@@ -34,12 +34,14 @@ The ``*Chunk`` classes map like their message class, with LangChain's chunk type
 (statestore's rules: finite floats, 64-bit integers, no lone surrogates; NUL characters
 are fine), else adding it raises ``statestore.ValidationError`` and nothing is written.
 A message of a class of your own (a subclass) is refused as well, as it could not come
-back as itself.
+back as itself. A message nested deeper than the store's limit is kept as its JSON
+text (a string payload).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -74,6 +76,9 @@ from statestore import (
     SyncStore,
     ValidationError,
 )
+from statestore.core.validation import check_id, check_optional_id
+
+from ._deep import json_text_if_too_deep
 
 __all__ = ["StatestoreChatMessageHistory"]
 
@@ -107,7 +112,8 @@ _PLAIN: dict[str, type[BaseMessage]] = {
 
 class StatestoreChatMessageHistory(BaseChatMessageHistory):
     """LangChain's ``BaseChatMessageHistory`` over a statestore store: the messages of
-    conversation ``session_id``, owned by ``user_id`` when given.
+    conversation ``session_id``, owned by ``user_id`` when given. Both follow
+    statestore's id rules: another id raises ``statestore.ValidationError`` here.
 
     ``store`` is an open ``statestore.Store`` (``open_store()``) or ``SyncStore``
     (``open_store_sync()``); either serves both the async methods (``aget_messages``,
@@ -131,8 +137,8 @@ class StatestoreChatMessageHistory(BaseChatMessageHistory):
             raise TypeError(
                 f"store must be a statestore Store or SyncStore, not {type(store).__name__}"
             )
-        self.session_id = session_id
-        self.user_id = user_id
+        self.session_id = check_id(session_id, "session_id")
+        self.user_id = check_optional_id(user_id, "user_id")
         self.store = store
 
     def __repr__(self) -> str:
@@ -200,6 +206,13 @@ class StatestoreChatMessageHistory(BaseChatMessageHistory):
 
     def _message_of(self, stored: Message) -> BaseMessage:
         payload = stored.payload
+        if isinstance(payload, str):  # a message too deep for the store, as its JSON text
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                raise CorruptState(
+                    self.session_id, f"message {stored.seq} does not hold a LangChain message"
+                ) from None
         if payload is None:
             plain = _PLAIN.get(stored.role)
             if plain is not None:
@@ -237,14 +250,23 @@ def _stored(message: BaseMessage, field: str) -> Message:
     tool_name = _tool_name(message)
     if tool_name is not None and not _accepted(tool_name=tool_name):
         tool_name = None  # e.g. a NUL in it: the payload keeps it, the column cannot
+    payload = message_to_dict(message)
+    fields: dict[str, Any] = {
+        "role": role,
+        "content": "",
+        "message_type": message.type,
+        "tool_name": tool_name,
+    }
     try:
-        return Message(
-            role=role,
-            content="",
-            message_type=message.type,
-            tool_name=tool_name,
-            payload=message_to_dict(message),
-        )
+        try:
+            return Message(**fields, payload=payload)
+        except ValidationError:
+            # Nested deeper than the store keeps (LangChain takes any depth): its
+            # JSON text instead.
+            text = json_text_if_too_deep(payload)
+            if text is None:
+                raise
+            return Message(**fields, payload=text)
     except ValidationError as exc:
         raise ValidationError(f"{field}.{exc.field}", exc.reason) from None
 

@@ -22,14 +22,16 @@ with ``LoadOptions`` like any other:
 - ``tool_name``: the called tool's name on calls, and on a function's (or custom
   tool's) output the name of the call it answers.
 
-A message stored without a payload (written by other code into the same conversation)
-reads back as ``{"role": role, "content": content}``.
+An item nested deeper than the store's limit is kept as its JSON text (a string
+payload). A message stored without a payload (written by other code into the same
+conversation) reads back as ``{"role": role, "content": content}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -39,7 +41,17 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from statestore import ConversationNotFound, LoadOptions, Message, StatePatch, Store
+from statestore import (
+    ConversationNotFound,
+    LoadOptions,
+    Message,
+    StatePatch,
+    Store,
+    ValidationError,
+)
+from statestore.core.validation import check_id, check_optional_id
+
+from ._deep import json_text_if_too_deep
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -66,9 +78,11 @@ class StatestoreSession:
 
     ``session_id`` is the conversation id; ``user_id``, when given, owns the
     conversation (it is created for that user, and another user's conversation of the
-    same id is not visible). ``store`` is an open ``Store``, or a ``SyncStore``
-    (``statestore.open_store_sync()``), whose async ``Store`` is then used. The session
-    does not own the store: close the store, not the session.
+    same id is not visible). Both follow statestore's id rules (1 to 255 characters,
+    no control characters, no white space at either end): another id raises
+    ``statestore.ValidationError`` here. ``store`` is an open ``Store``, or a
+    ``SyncStore`` (``statestore.open_store_sync()``), whose async ``Store`` is then
+    used. The session does not own the store: close the store, not the session.
 
     ``session_settings`` (a ``SessionSettings`` or a dict of its fields) gives the
     default ``limit`` of ``get_items``, as for the SDK's ``SQLiteSession``.
@@ -90,8 +104,8 @@ class StatestoreSession:
         user_id: str | None = None,
         session_settings: SessionSettings | dict[str, Any] | None = None,
     ) -> None:
-        self.session_id = session_id
-        self.user_id = user_id
+        self.session_id = check_id(session_id, "session_id")
+        self.user_id = check_optional_id(user_id, "user_id")
         self.store = _async_store(store)
         self.session_settings = (
             coerce_session_settings(session_settings)
@@ -118,9 +132,17 @@ class StatestoreSession:
         return [_item_of(message) for message in state.conversation_history]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
-        """Append ``items`` in one transaction, creating the conversation if needed."""
+        """Append ``items`` in one transaction, creating the conversation if needed.
+        An item that is not a dict raises ``ValidationError``, before anything is
+        written."""
         if not items:
             return
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValidationError(
+                    f"items[{i}]",
+                    f"must be a dict, as the SDK's input items are, not {type(item).__name__}",
+                )
         messages = await self._messages_of(items)
         patch = StatePatch(append_messages=messages)
         await _finish(
@@ -158,7 +180,10 @@ class StatestoreSession:
                 missing.setdefault(_NAMED_CALL_OF_OUTPUT[item["type"]], set()).add(call_id)
         for call_type, call_ids in missing.items():
             await self._find_call_names(call_type, call_ids - names.keys(), names)
-        return [_message_of(cast(dict[str, Any], item), names) for item in items]
+        return [
+            _message_of(cast(dict[str, Any], item), names, f"items[{i}]")
+            for i, item in enumerate(items)
+        ]
 
     async def _find_call_names(
         self, call_type: str, call_ids: Iterable[str], names: dict[str, str]
@@ -220,25 +245,34 @@ def _role_of(item: dict[str, Any], kind: str | None) -> str:
     return "event"
 
 
-def _message_of(item: dict[str, Any], names: dict[str, str]) -> Message:
+def _message_of(item: dict[str, Any], names: dict[str, str], field: str) -> Message:
+    """The message keeping ``item`` as its payload: the item itself, or, nested
+    deeper than the store keeps, its JSON text (the SDK takes any depth). A value
+    the store refuses raises ValidationError naming the item (``field``)."""
     kind = _text(item.get("type"))
     tool_name = None if kind in (None, "message") else _text(item.get("name"))
     if tool_name is None and kind in _NAMED_CALL_OF_OUTPUT:
         call_id = item.get("call_id")
         tool_name = names.get(call_id) if isinstance(call_id, str) else None
-    return Message(
-        _role_of(item, kind),
-        "",
-        kind or "message",
-        tool_name,
-        payload=item,
-    )
+    role, message_type = _role_of(item, kind), kind or "message"
+    try:
+        try:
+            return Message(role, "", message_type, tool_name, payload=item)
+        except ValidationError:
+            text = json_text_if_too_deep(item)
+            if text is None:
+                raise
+            return Message(role, "", message_type, tool_name, payload=text)
+    except ValidationError as exc:
+        raise ValidationError(f"{field}.{exc.field}", exc.reason) from None
 
 
 def _item_of(message: Message) -> TResponseInputItem:
     payload = message.payload
     if payload is None:
         return cast("TResponseInputItem", {"role": message.role, "content": message.content})
+    if isinstance(payload, str):  # an item too deep for the store, as its JSON text
+        return cast("TResponseInputItem", json.loads(payload))
     return cast("TResponseInputItem", payload)
 
 

@@ -206,6 +206,50 @@ async def test_what_the_store_refuses_as_it_is_round_trips_escaped(
     assert math.isnan(got.state["nan"]) and math.isnan(got.state["app:nan"])
 
 
+async def test_nan_and_infinities_in_an_event_come_back_as_none_and_in_state_as_they_are(
+    service: StatestoreSessionService,
+) -> None:
+    """What the docs say of NaN and infinities: ADK's JSON form of an event holds null
+    for them (ADK's database service gives None back too); state keeps them."""
+    session = await service.create_session(app_name="app", user_id="u", session_id="s")
+    odd = {"nan": math.nan, "inf": math.inf, "big": 2**70}
+    event = _event(custom_metadata=odd, actions=EventActions(state_delta={"nan": math.nan}))
+    await service.append_event(session, event)
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None
+    assert got.events[0].custom_metadata == {"nan": None, "inf": None, "big": 2**70}
+    assert math.isnan(got.state["nan"])
+
+
+def _nested(levels: int) -> Any:
+    """A value ``levels`` dicts deep."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [63, 64, 70])
+async def test_state_nested_deeper_than_the_store_allows_round_trips_escaped(
+    service: StatestoreSessionService, levels: int
+) -> None:
+    """State of every scope nested past the store's depth limit (around its 64
+    levels, and 70) is stored escaped, as ADK's services store it, from
+    create_session and from an event's delta."""
+    deep = _nested(levels)
+    state = {"k": deep, "user:k": deep, "app:k": deep}
+    session = await service.create_session(app_name="app", user_id="u", state=state)
+    delta = {"later": deep, "user:later": deep, "app:later": deep}
+    await service.append_event(session, _event(actions=EventActions(state_delta=delta)))
+    expected = {**state, **delta}
+    assert session.state == expected
+    got = await service.get_session(app_name="app", user_id="u", session_id=session.id)
+    assert got is not None and got.state == expected
+    listed = (await service.list_sessions(app_name="app", user_id="u")).sessions
+    assert [s.state for s in listed] == [expected]
+    assert await service.get_user_state(app_name="app", user_id="u") == {"k": deep, "later": deep}
+
+
 async def test_app_user_and_session_state_scopes(service: StatestoreSessionService) -> None:
     s1 = await service.create_session(
         app_name="app", user_id="u1", session_id="s1", state={"app:k": "a", "user:k": "u1"}
@@ -232,6 +276,9 @@ async def test_app_user_and_session_state_scopes(service: StatestoreSessionServi
         ("a/b", "u%1", "s/2", "adk/a%2Fb/u%251/s%2F2"),
         ("é", "tab\there ", "s 3", "adk/é/tab%09here%20/s 3"),
         ("", "", "x", "adk///x"),
+        (" a", " bob", "s", "adk/%20a/%20bob/s"),
+        ("app", "\u3000bob\u3000", "s", "adk/app/%E3%80%80bob%E3%80%80/s"),
+        ("app", " ", "s", "adk/app/%20/s"),
     ],
 )
 async def test_ids_are_escaped_unambiguously(
@@ -250,6 +297,7 @@ async def test_ids_are_escaped_unambiguously(
     await service.create_session(app_name=app, user_id=user + "x", session_id=session_id)
     stored = await adk_store.load_state(conversation_id)
     assert stored.metadata["temp:last_update_time"] > 0
+    assert stored.user_id == (conversation_id.split("/")[2] or None)
     listed = (await service.list_sessions(app_name=app, user_id=user)).sessions
     assert [(s.app_name, s.user_id, s.id, s.state) for s in listed] == [
         (app, user, session_id, {"user:k": 1})
@@ -274,6 +322,43 @@ async def test_listing_takes_wildcard_characters_literally(
 async def test_ids_too_long_for_the_store_are_refused(service: StatestoreSessionService) -> None:
     with pytest.raises(ValueError, match="255"):
         await service.create_session(app_name="a" * 100, user_id="u" * 100, session_id="s" * 60)
+
+
+@pytest.mark.parametrize(
+    ("app", "user", "too_long"),
+    [
+        ("a" * 120, "u" * 126, "user: state namespace of 256 characters"),
+        ("a" * 248, "", "app: state namespace of 256 characters"),
+    ],
+    ids=["user-namespace", "app-namespace"],
+)
+async def test_namespaces_too_long_for_the_store_are_refused_before_anything_is_written(
+    service: StatestoreSessionService,
+    adk_store: statestore.Store,
+    app: str,
+    user: str,
+    too_long: str,
+) -> None:
+    """A conversation id that fits with a namespace that does not raises ValueError
+    from every call, and nothing is written: the session does not half exist."""
+    state = {"k": 1, "app:k": 2, "user:k": 3}
+    for _ in range(2):  # the second time too: no AlreadyExistsError
+        with pytest.raises(ValueError, match=too_long):
+            await service.create_session(app_name=app, user_id=user, session_id="s", state=state)
+    assert await adk_store.list_conversations() == []
+    hand_built = Session(app_name=app, user_id=user, id="s")
+    with pytest.raises(ValueError, match=too_long):
+        await service.append_event(hand_built, _event(actions=EventActions(state_delta=state)))
+    assert hand_built.state == {}
+    assert await adk_store.list_conversations() == []
+    with pytest.raises(ValueError, match=too_long):
+        await service.get_session(app_name=app, user_id=user, session_id="s")
+    if user:
+        with pytest.raises(ValueError, match=too_long):
+            await service.get_user_state(app_name=app, user_id=user)
+        await service.create_session(app_name=app, user_id="other", session_id="s")
+        listed = (await service.list_sessions(app_name=app)).sessions
+        assert [(s.user_id, s.id) for s in listed] == [("other", "s")]
 
 
 async def test_padded_and_blank_session_ids(service: StatestoreSessionService) -> None:
@@ -347,6 +432,49 @@ async def test_concurrent_appends_from_copies_of_one_read_leave_one_winner(
     assert final is not None
     assert len(final.events) == 5
     assert all(f"r{i}" in final.state for i in range(5))
+
+
+@pytest.mark.parametrize("appended_before", [0, 1])
+async def test_a_session_object_from_before_a_delete_and_create_cannot_append(
+    service: StatestoreSessionService, adk_store: statestore.Store, appended_before: int
+) -> None:
+    """A session deleted and created again under its id starts again at version 1; a
+    session object read before the delete is still stale there, as with ADK's
+    database service, and writes nothing into the new session."""
+    old = await service.create_session(app_name="app", user_id="u", session_id="s")
+    for _ in range(appended_before):
+        await service.append_event(old, _event("user", "old"))
+    await service.delete_session(app_name="app", user_id="u", session_id="s")
+    new = await service.create_session(app_name="app", user_id="u", session_id="s")
+    for _ in range(appended_before):
+        await service.append_event(new, _event("user", "new"))
+    before = await adk_store.load_state("adk/app/u/s")
+    with pytest.raises(StaleSessionError):
+        await service.append_event(
+            old, _event("user", "lost", actions=EventActions(state_delta={"lost": 1}))
+        )
+    after = await adk_store.load_state("adk/app/u/s")
+    assert after.version == before.version and after.metadata == before.metadata
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None and got.events == new.events and "lost" not in got.state
+    await service.append_event(new, _event("user", "goes on"))
+
+
+async def test_concurrent_appends_through_one_session_object_all_land_in_order(
+    service: StatestoreSessionService,
+) -> None:
+    """Appends racing on one session object (ADK appends from background tasks too)
+    all land, in the order they were made, as with ADK's own services."""
+    session = await service.create_session(app_name="app", user_id="u", session_id="s")
+    events = [_event(actions=EventActions(state_delta={f"k{i}": i})) for i in range(5)]
+    results = await asyncio.gather(*(service.append_event(session, e) for e in events))
+    assert results == events
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None
+    assert got.events == session.events == events
+    assert got.state == session.state == {f"k{i}": i for i in range(5)}
+    assert service._append_locks == {}  # nothing left behind once the appends are done
+    await service.append_event(session, _event())
 
 
 async def test_a_session_built_by_hand_appends_only_when_current(
@@ -458,3 +586,13 @@ async def test_non_json_state_is_stored_as_adk_stores_it(service: StatestoreSess
     assert got is not None
     assert got.state["ok"] == 2 and isinstance(got.state["callback"], str)
     assert len(got.events) == 1
+
+
+def test_the_store_must_be_an_async_store(tmp_path: Any) -> None:
+    """A SyncStore, None or a URL is refused when the service is built, before any
+    call could write half of its work."""
+    with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
+        for wrong in (sync_store, None, "sqlite:///s.db"):
+            with pytest.raises(TypeError, match="async statestore Store"):
+                StatestoreSessionService(wrong)  # type: ignore[arg-type]
+        assert sync_store.list_conversations() == []

@@ -277,10 +277,70 @@ async def test_what_cannot_come_back_is_refused(
     _same(await history.aget_messages(), [HumanMessage("before")])
 
 
+def _nested(levels: int) -> Any:
+    """A value ``levels`` dicts deep."""
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [59, 60, 70])
+async def test_a_message_nested_deeper_than_the_store_keeps_round_trips(
+    store: statestore.Store, levels: int
+) -> None:
+    """Tool-call arguments nested past the store's depth limit (the payload adds
+    four levels: around the limit, and 70) are kept as JSON text and come back
+    equal, of their class, in their place; the message stays queryable."""
+    session = _session()
+    deep = AIMessage("", tool_calls=[{"name": "t", "args": _nested(levels), "id": "1"}])
+    messages = [HumanMessage("before"), deep, HumanMessage("after")]
+    history = StatestoreChatMessageHistory(session, store)
+    await history.aadd_messages(messages)
+    _same(await history.aget_messages(), messages)
+    by_tool = await store.load_state(session, LoadOptions(tool_name="t"))
+    assert [m.message_type for m in by_tool.conversation_history] == ["ai"]
+
+
+async def test_a_message_too_deep_and_not_json_is_refused(store: statestore.Store) -> None:
+    """Past the depth limit a value the store refuses is still refused, naming the
+    message, and nothing is written."""
+    history = StatestoreChatMessageHistory(_session(), store)
+    bad = AIMessage(
+        "", tool_calls=[{"name": "t", "args": {"x": math.nan, "d": _nested(70)}, "id": "1"}]
+    )
+    with pytest.raises(ValidationError) as caught:
+        await history.aadd_messages([HumanMessage("ok"), bad])
+    assert caught.value.field.startswith("messages[1].payload")
+    assert await history.aget_messages() == []
+
+
 def test_store_must_be_a_store() -> None:
     """Anything but a Store or SyncStore is refused when the history is built."""
     with pytest.raises(TypeError, match="Store or SyncStore"):
         StatestoreChatMessageHistory("s", object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("session_id", "user_id", "field"),
+    [
+        ("user 42 ", None, "session_id"),
+        ("", None, "session_id"),
+        ("x" * 256, None, "session_id"),
+        ("a\tb", None, "session_id"),
+        ("s", " bob", "user_id"),
+        ("s", "", "user_id"),
+    ],
+)
+def test_ids_outside_statestores_rules_are_refused_when_the_history_is_built(
+    tmp_path: Any, session_id: str, user_id: str | None, field: str
+) -> None:
+    """A session id or user id the store would refuse raises ValidationError naming
+    it when the history is built, not at its first call."""
+    with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
+        with pytest.raises(ValidationError) as caught:
+            StatestoreChatMessageHistory(session_id, sync_store, user_id=user_id)
+        assert caught.value.field == field
 
 
 # -- RunnableWithMessageHistory ------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from agents.memory import Session, SessionSettings
+from openai.types.responses import ResponseFunctionToolCall
 
 import statestore
 from statestore import ConversationNotFound, LoadOptions, Store
@@ -294,6 +295,73 @@ async def test_an_item_that_is_not_json_is_refused_and_nothing_is_written(
     assert await session.get_items() == ITEMS[:1]
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        "hello",
+        None,
+        [{"role": "user", "content": "hi"}],
+        ResponseFunctionToolCall(type="function_call", call_id="c", name="n", arguments="{}"),
+    ],
+    ids=["str", "none", "list", "sdk-model"],
+)
+async def test_an_item_that_is_not_a_dict_is_refused_by_position_before_anything_is_written(
+    store: Store, session_id: str, item: Any
+) -> None:
+    """An item that is not a dict raises ValidationError naming its position and
+    type, and nothing of the call is written."""
+    session = StatestoreSession(session_id, store)
+    await session.add_items(ITEMS[:1])
+    with pytest.raises(statestore.ValidationError) as caught:
+        await session.add_items([ITEMS[5], item])
+    assert caught.value.field == "items[1]"
+    assert type(item).__name__ in caught.value.reason
+    assert await session.get_items() == ITEMS[:1]
+
+
+def _nested(levels: int) -> Any:
+    """A value ``levels`` lists deep."""
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("levels", [63, 64, 70])
+async def test_an_item_nested_deeper_than_the_store_keeps_round_trips(
+    store: Store, session_id: str, levels: int
+) -> None:
+    """An item nested past the store's depth limit (around it, and 70), which the
+    SDK accepts, is kept as its JSON text: it comes back exactly, in its place,
+    and its message stays queryable."""
+    deep_call = {"type": "function_call", "call_id": "c", "name": "deep", "arguments": "{}"}
+    deep_output = {"type": "function_call_output", "call_id": "c", "output": _nested(levels)}
+    items = [{"role": "user", "content": _nested(levels)}, deep_call, deep_output, ITEMS[0]]
+    session = StatestoreSession(session_id, store)
+    await session.add_items(items)  # type: ignore[arg-type]
+    assert await session.get_items() == items
+    by_tool = await store.load_state(session_id, LoadOptions(tool_name="deep"))
+    assert [(m.role, m.message_type) for m in by_tool.conversation_history] == [
+        ("assistant", "function_call"),
+        ("tool", "function_call_output"),
+    ]
+    assert await session.pop_item() == ITEMS[0]
+    assert await session.pop_item() == deep_output
+
+
+async def test_an_item_too_deep_and_not_json_is_refused_by_position(
+    store: Store, session_id: str
+) -> None:
+    """Past the depth limit a value the store refuses is still refused, naming the
+    item, and nothing is written."""
+    session = StatestoreSession(session_id, store)
+    bad = {"role": "user", "content": [float("nan"), _nested(70)]}
+    with pytest.raises(statestore.ValidationError) as caught:
+        await session.add_items([ITEMS[0], bad])  # type: ignore[list-item]
+    assert caught.value.field.startswith("items[1].payload")
+    assert await session.get_items() == []
+
+
 async def test_messages_written_without_payload_read_as_plain_messages(
     store: Store, session_id: str
 ) -> None:
@@ -378,3 +446,25 @@ def test_a_sync_store_is_accepted(tmp_path: Any) -> None:
 def test_anything_else_is_refused() -> None:
     with pytest.raises(TypeError, match="Store or SyncStore"):
         StatestoreSession("s", object())
+
+
+@pytest.mark.parametrize(
+    ("session_id", "user_id", "field"),
+    [
+        ("user 42 ", None, "session_id"),
+        ("", None, "session_id"),
+        ("x" * 256, None, "session_id"),
+        ("a\tb", None, "session_id"),
+        ("s", " bob", "user_id"),
+        ("s", "", "user_id"),
+    ],
+)
+def test_ids_outside_statestores_rules_are_refused_when_the_session_is_built(
+    tmp_path: Any, session_id: str, user_id: str | None, field: str
+) -> None:
+    """A session id or user id the store would refuse raises ValidationError naming
+    it when the session is built, not at its first call."""
+    with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
+        with pytest.raises(statestore.ValidationError) as caught:
+            StatestoreSession(session_id, sync_store, user_id=user_id)
+        assert caught.value.field == field
