@@ -80,6 +80,7 @@ from statestore import (
     Message,
     StatePatch,
     Store,
+    SyncStore,
     ValidationError,
     VersionConflict,
 )
@@ -106,18 +107,18 @@ _LockKey = tuple[asyncio.AbstractEventLoop, str]
 class StatestoreSessionService(BaseSessionService):
     """ADK's session service over a statestore ``Store``.
 
-    ``store`` is an open async Store (``statestore.open_store(...)``); the service
+    ``store`` is an open Store (``statestore.open_store(...)``), or a ``SyncStore``
+    (``statestore.open_store_sync()``), whose async Store is then used; the service
     does not open or close it. Every method is one or two Store calls; see the module
     docstring for the layout.
     """
 
-    def __init__(self, store: Store) -> None:
-        # Checked here: a SyncStore would write, blocking the loop, and only then
-        # fail on ``await``, leaving the call half done.
-        if not isinstance(store, Store):
+    def __init__(self, store: Store | SyncStore) -> None:
+        if isinstance(store, SyncStore):  # the async Store it runs, as the other adapters
+            store = store.store
+        if not isinstance(store, Store):  # checked now, not half-way through a call
             raise TypeError(
-                f"store must be an async statestore Store (statestore.open_store()), "
-                f"not {type(store).__name__}; ADK's session service is async"
+                f"store must be a statestore Store or SyncStore, not {type(store).__name__}"
             )
         self.store = store
         # One append at a time per session (and event loop: an asyncio.Lock serves

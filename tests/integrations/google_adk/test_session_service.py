@@ -588,11 +588,19 @@ async def test_non_json_state_is_stored_as_adk_stores_it(service: StatestoreSess
     assert len(got.events) == 1
 
 
-def test_the_store_must_be_an_async_store(tmp_path: Any) -> None:
-    """A SyncStore, None or a URL is refused when the service is built, before any
-    call could write half of its work."""
+def test_the_store_must_be_a_store(tmp_path: Any) -> None:
+    """None or a URL is refused when the service is built, before any call could
+    write half of its work; a SyncStore serves through its async Store, as it does
+    for the other adapters."""
+    for wrong in (None, "sqlite:///s.db"):
+        with pytest.raises(TypeError, match="statestore Store or SyncStore"):
+            StatestoreSessionService(wrong)  # type: ignore[arg-type]
     with statestore.open_store_sync("sqlite", url=f"sqlite:///{tmp_path}/s.db") as sync_store:
-        for wrong in (sync_store, None, "sqlite:///s.db"):
-            with pytest.raises(TypeError, match="async statestore Store"):
-                StatestoreSessionService(wrong)  # type: ignore[arg-type]
-        assert sync_store.list_conversations() == []
+        service = StatestoreSessionService(sync_store)
+        assert service.store is sync_store.store
+
+        async def create() -> None:
+            await service.create_session(app_name="a", user_id="u", session_id="s1")
+
+        asyncio.run(create())
+        assert [c.conversation_id for c in sync_store.list_conversations()] == ["adk/a/u/s1"]
