@@ -150,6 +150,23 @@ async def test_strict_mode_fails_the_call(tmp_path: Any) -> None:
         assert (await store.primary.load_state("c")).user_input == "x"
 
 
+async def test_listing_comes_from_the_shadow_until_the_primary_serves_all(
+    tmp_path: Any,
+) -> None:
+    """Before the copy, the old layout's conversations are on the shadow only: a list
+    through dual shows them while the shadow serves any conversation (rollout below
+    100), and comes from the primary once it serves every one."""
+    primary, shadow = f"sqlite:///{tmp_path}/p.db", f"sqlite:///{tmp_path}/s.db"
+    async with statestore.open_store("legacy-blob", shadow) as old:
+        await old.save_state("old-1", AgentState(user_input="before dual"), user_id="u1")
+    for percent, listed in [(0, ["new-1", "old-1"]), (50, ["new-1", "old-1"]), (100, ["new-1"])]:
+        options = {"shadow": f"legacy-blob:{shadow}", "rollout_percent": percent}
+        async with _dual(primary, **options) as store:
+            await store.save_state("new-1", AgentState(), user_id="u1")
+            page = await store.list_conversations(user_id="u1")
+            assert [c.conversation_id for c in page] == listed, percent
+
+
 @pytest.mark.parametrize("strict", ["maybe", "no-thanks", 2])
 def test_a_strict_that_is_not_on_or_off_is_refused(strict: object) -> None:
     """``strict`` (or STATESTORE_DUAL_STRICT) that is neither on nor off is a

@@ -26,7 +26,8 @@ conversation is read back from it and saved to the other side as a replacement
 conversation are mirrored one at a time within a process, so the follower ends with
 the newest state, and writes that arrive while a mirror waits its turn share it.
 Versions, item ids, created_at and updated_at are each side's own; owner and content
-are equal. ``list_conversations`` comes from the primary.
+are equal. ``list_conversations`` comes from the primary once it serves every
+conversation (rollout 100), and from the shadow before that.
 
 Observability: the Store over the dual backend reports each operation under the
 name ``dual``; its two sides are backends it drives directly, not stores, so they
@@ -394,8 +395,11 @@ class DualBackend:
         order: str,
         with_metadata: bool,
     ) -> Sequence[ConversationInfo]:
-        """The primary's list."""
-        return await self.primary_backend.list_conversations(
+        """The primary's list once it serves every conversation (rollout 100), before
+        that the shadow's: the old layout's conversations are only there until they
+        are copied, and the shadow gets every write too."""
+        side = self.primary_backend if self.rollout_percent >= 100 else self.shadow_backend
+        return await side.list_conversations(
             user_id=user_id,
             limit=limit,
             after=after,
