@@ -127,3 +127,33 @@ async def test_stats_of_an_adopted_postgres_database(legacy_postgres_url: str) -
         stats = await maintenance_of(legacy).storage_stats(top=5)
     assert stats.legacy_conversations == 1
     assert [cid for cid, _, _ in stats.largest_legacy] == ["old-1"]
+
+
+@pytest.mark.postgres
+async def test_a_legacy_table_with_naive_times_is_named_by_migrate() -> None:
+    """An old table whose created_at has no time zone can be read but not written by
+    legacy-blob (the driver refuses an aware time for it): migrate says so, with the
+    statement that converts it, and after it legacy-blob writes."""
+    import asyncpg
+
+    with scratch_database("statestore_adopt") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(PG_LEGACY_DDL.replace("TIMESTAMPTZ", "TIMESTAMP"))
+            await conn.execute(
+                "INSERT INTO memory_chunks (user_id, conversation_id, content) "
+                "VALUES ('u1', 'old-1', $1)",
+                DOCUMENT,
+            )
+            with pytest.raises(
+                statestore.StateStoreError, match="ALTER TABLE memory_chunks"
+            ) as info:
+                await migrate.upgrade(url)
+            statement = str(info.value).split("with ", 1)[1].split(" (statestore", 1)[0]
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+        await migrate.upgrade(url)
+        async with statestore.open_store("legacy-blob", url) as legacy:
+            await legacy.save_state("old-1", OLD_STATE, user_id="u1")
+            assert (await legacy.load_state("old-1", user_id="u1")).version == 2

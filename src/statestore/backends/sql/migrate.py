@@ -147,10 +147,34 @@ async def _run(url: str, action: str, revision: str) -> None:
                     # they are co-located with are distributed (committed above).
                     async with connection.begin():
                         await connection.run_sync(citus.create_functions)
+                        await connection.run_sync(_check_adopted_legacy_table)
         finally:
             await connection.close()
     finally:
         await engine.dispose()
+
+
+_NAIVE_CREATED_AT = """
+SELECT 1 FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'memory_chunks'
+  AND column_name = 'created_at' AND data_type = 'timestamp without time zone'
+"""
+
+
+def _check_adopted_legacy_table(connection: Connection) -> None:
+    """Raise if a ``memory_chunks`` adopted from the old system keeps its times
+    without a time zone on PostgreSQL: legacy-blob reads it, but every write would
+    fail in the driver. Converting it is the DBA's call (it rewrites the table)."""
+    if connection.dialect.name != "postgresql":
+        return
+    if connection.exec_driver_sql(_NAIVE_CREATED_AT).first() is not None:
+        raise StateStoreError(
+            "migrated, but memory_chunks.created_at (the old system's table) is a "
+            "timestamp without time zone, which legacy-blob cannot write: convert it "
+            "with ALTER TABLE memory_chunks ALTER COLUMN created_at TYPE timestamptz "
+            "USING created_at AT TIME ZONE 'UTC' (statestore reads naive times as "
+            "UTC), then run migrate again"
+        )
 
 
 def _postgresql_engine(url: str) -> AsyncEngine:
