@@ -54,6 +54,7 @@ import json
 import math
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -122,8 +123,10 @@ class StatestoreSessionService(BaseSessionService):
             )
         self.store = store
         # One append at a time per session (and event loop: an asyncio.Lock serves
-        # one), with the number of appends holding or awaiting the lock.
-        self._append_locks: dict[_LockKey, tuple[asyncio.Lock, int]] = {}
+        # one); a lock goes once no append holds or awaits it.
+        self._append_locks: weakref.WeakValueDictionary[_LockKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     # -- BaseSessionService ---------------------------------------------------------
 
@@ -334,17 +337,11 @@ class StatestoreSessionService(BaseSessionService):
         """Hold the session's append lock, as ADK's database service does: ADK
         appends to an invocation's session object from background tasks too."""
         key = (asyncio.get_running_loop(), conversation_id)
-        lock, holders = self._append_locks.get(key, (asyncio.Lock(), 0))
-        self._append_locks[key] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self._append_locks[key]
-            if holders == 1:
-                del self._append_locks[key]
-            else:
-                self._append_locks[key] = (lock, holders - 1)
+        lock = self._append_locks.get(key)
+        if lock is None:
+            lock = self._append_locks[key] = asyncio.Lock()
+        async with lock:
+            yield
 
     async def _revision(self, place: _Place, session: Session) -> tuple[int, datetime | None]:
         """The version to write ``session``'s next event at and the conversation's
